@@ -1,0 +1,31 @@
+# One command each on a fresh clone: `make demo`, `make test` (both install first).
+# PYTHON: a Python 3.12 interpreter (lerobot 0.6.1 needs 3.12); override with `make install PYTHON=...`.
+PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+            "$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install demo test bench clean
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -n "$(PYTHON)" || { echo "No Python 3.12 found: install it or run make install PYTHON=/path/to/python3.12"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	@touch $@
+
+demo: install
+	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type scripted --episodes 10 --seed 0 \
+		--headless --video-dir ../outputs/demo/videos --summary-json ../outputs/demo/summary.json
+
+test: install
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_env.py
+	$(PY) benchmarks/bench_expert.py
+
+clean:
+	rm -rf outputs .pytest_cache

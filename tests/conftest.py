@@ -1,0 +1,22 @@
+"""Test setup: offline Hugging Face, headless rendering, simulation_code/ importable.
+
+Tests run from the repository root (``make test``); the flat scripts in simulation_code/ import
+each other by module name, as they do when run from that folder.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("SO101_QUIET_GL", "1")
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SIM_DIR = REPO_ROOT / "simulation_code"
+if str(SIM_DIR) not in sys.path:
+    sys.path.insert(0, str(SIM_DIR))
+
+import mujoco_rendering  # noqa: E402,F401  (sets MUJOCO_GL before anything imports mujoco)
