@@ -47,6 +47,8 @@ class SO101PickPlaceEnv(gym.Env):
         render_camera: MuJoCo camera used by ``render()`` and videos.
         render_size: (height, width) of ``render()`` frames.
         fast_render: None = automatic (fast on software GL), True/False to force.
+        decimate_meshes: draw decimated visual meshes (default; physics is unchanged). False
+            draws the full ~400k-triangle meshes (the benchmark's "naive" renderer).
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": int(u.CONTROL_HZ)}
@@ -63,6 +65,7 @@ class SO101PickPlaceEnv(gym.Env):
         render_camera: str = u.CAMERAS["camera3"],
         render_size: tuple[int, int] = (480, 640),
         fast_render: bool | None = None,
+        decimate_meshes: bool = True,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -81,7 +84,7 @@ class SO101PickPlaceEnv(gym.Env):
         self.render_size = render_size
         self._fast_render = fast_render
 
-        self.model = u.load_model()
+        self.model = u.load_model(decimate=decimate_meshes)
         self.data = mujoco.MjData(self.model)
         self.ids = u.SceneIds.from_model(self.model)  # names -> ids, once
         self._obs_renderer: u.CameraRenderer | None = None
