@@ -412,6 +412,8 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         self.device, self.policy_dir, self.info, self.warnings = device, policy_dir, info, warnings
         self.verbose = verbose
         self._debug_left = debug_inferences
+        #: Number of chunks predicted so far (select_action re-plans every n_action_steps).
+        self.inferences = 0
         self._hidden: torch.Tensor | None = None
         # The expert's per-token output is the input of action_out_proj: capture it there.
         self._hook = self.model.action_out_proj.register_forward_pre_hook(self._capture_hidden)
@@ -666,6 +668,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         x = noise if noise is not None else self.sample_noise(1)
         x0 = self._lerobot_sample(batch, x.to(self.device, torch.float32))
         in_frame, q = self._unnormalize(x0)
+        self.inferences += 1
         if self._debug_left > 0:
             self._debug_left -= 1
             self._print_debug(observation, batch, x0, in_frame, q)
@@ -694,31 +697,36 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
     def trainable_parameter_groups(self, preset: str) -> dict[str, list[torch.nn.Parameter]]:
         """Parameter groups for training; everything else gets ``requires_grad=False``.
 
-        ``"expert"``: ``{"expert": action expert transformer, "heads": action in/out projections,
-        time MLP, state projection}``; ``"heads"``: ``{"heads": ...}`` only.
+        Presets: ``"heads"`` -> ``{"heads": action in/out projections, action-time MLP, state
+        projection}``; ``"expert"`` -> ``{"expert": the action expert transformer, "heads": ...}``;
+        ``"all"`` -> those plus ``{"vlm": every other parameter}`` (the VLM backbone; expensive).
 
         Raises:
             ValueError: unknown preset.
             RuntimeError: the weights are quantized (frozen integer weights cannot train).
         """
-        if preset not in ("expert", "heads"):
-            raise ValueError(f"Unknown preset {preset!r} for {self.model_type}: choose 'expert' or 'heads'")
+        if preset not in ("heads", "expert", "all"):
+            raise ValueError(f"Unknown preset {preset!r} for {self.model_type}: choose 'heads', 'expert' or 'all'")
         if self.info.get("quantized"):
             raise RuntimeError("quantized weights cannot be trained: load with quantize=False (--no-quantize)")
         for p in self.model.parameters():
             p.requires_grad_(False)
-        groups = {}
-        if preset == "expert":
+        groups: dict[str, list[torch.nn.Parameter]] = {}
+        if preset in ("expert", "all"):
             groups["expert"] = list(self._expert_module().parameters())
         groups["heads"] = [p for m in self._head_modules() for p in m.parameters()]
+        if preset == "all":
+            taken = {id(p) for ps in groups.values() for p in ps}
+            groups["vlm"] = [p for p in self.model.parameters() if id(p) not in taken]
         for params in groups.values():
             for p in params:
                 p.requires_grad_(True)
         return groups
 
     def describe(self) -> dict:
-        """What was loaded and chosen (frame, stats, camera map, task, sizes), for JSON summaries."""
-        return dict(self.info)
+        """What was loaded and chosen (frame, stats, camera map, task, sizes) and the number of
+        chunks predicted so far, for JSON summaries."""
+        return {**self.info, "inferences": self.inferences}
 
 
 # --------------------------------------------------------------------------------------------

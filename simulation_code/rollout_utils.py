@@ -46,21 +46,102 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+#: ``--frame`` values; the same tuple as ``lerobot_vla_adapter.FRAME_CHOICES`` (kept literal here so
+#: that the scripted path does not import torch; tests/test_vla_adapters.py checks they agree).
+VLA_FRAME_CHOICES = ("auto", "smolvla_absolute", "lerobot_degrees", "mujoco_radians")
+#: ``--policy-path`` default per model type (Hugging Face Hub ids).
+DEFAULT_POLICY_PATHS = {"smolvla": "lerobot/smolvla_base", "pi0": "lerobot/pi0"}
+
+
+def add_policy_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the VLA options (SmolVLA/Pi0) shared by the policy-running scripts and return ``parser``:
+    --policy-path, --camera-map, --task, --frame, --quantize/--no-quantize, --device, --n-action-steps."""
+    g = parser.add_argument_group("VLA policies (--model-type smolvla|pi0)")
+    g.add_argument("--policy-path", default=None,
+                   help="Hugging Face Hub id or local policy directory (default: lerobot/smolvla_base for smolvla, "
+                        "lerobot/pi0 for pi0; offline tiny ones: make_tiny_policies.py --out DIR, then DIR/smolvla)")
+    g.add_argument("--camera-map", default=None,
+                   help="sim camera -> checkpoint image key, e.g. camera1=front,camera2=wrist (camera1 top "
+                        "'camera_up', camera2 'wrist_camera', camera3 'camera_side'); default: recorded in the "
+                        "checkpoint, else the keys named camera1..3")
+    g.add_argument("--task", default=None,
+                   help=f"language instruction (default: the checkpoint's recorded training task, else {u.DEFAULT_TASK!r})")
+    g.add_argument("--frame", default="auto", choices=VLA_FRAME_CHOICES,
+                   help="joint frame the checkpoint was trained in: smolvla_absolute (absolute servo degrees + "
+                        "reference stats; lerobot/smolvla_base), lerobot_degrees (LeRobot calibrated degrees + the "
+                        "checkpoint's stats; fine-tuned on this repo's datasets), mujoco_radians; auto = recorded in "
+                        "the checkpoint, else smolvla_absolute for smolvla_base and lerobot_degrees otherwise")
+    g.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=None,
+                   help="Pi0: 4-bit weights with optimum-quanto (default: on for MPS, off elsewhere; the first "
+                        "qint4 run on CPU compiles a C++ extension, 1-2 min)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda > mps > cpu)")
+    g.add_argument("--n-action-steps", type=int, default=None,
+                   help="actions executed from each predicted chunk before re-planning (default: the checkpoint's)")
+    return parser
+
+
+class PolicySetupError(Exception):
+    """The requested policy cannot be set up; the message says why and what to do (scripts print
+    it as one message, without a traceback, and exit non-zero)."""
+
+
+def load_vla_policy(model_type: str, args: argparse.Namespace):
+    """Load a SmolVLA/Pi0 adapter (:class:`vla_policy_interface.VLAPolicyInterface`) from the
+    :func:`add_policy_args` options in ``args`` (missing attributes take their defaults).
+
+    Raises:
+        PolicySetupError: weights unavailable offline, wrong checkpoint type, bad camera map/frame,
+            quantization impossible (the message comes from the adapter).
+    """
+    from lerobot_vla_adapter import PolicyLoadError
+
+    if model_type == "smolvla":
+        from smolvla_adapter import SmolVLAAdapter as adapter_cls
+    elif model_type == "pi0":
+        from pi0_adapter import PI0Adapter as adapter_cls
+    else:
+        raise ValueError(f"{model_type!r} is not a VLA type (smolvla, pi0)")
+    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
+    try:
+        return adapter_cls.load(get("policy_path") or DEFAULT_POLICY_PATHS[model_type], device=get("device"),
+                                frame=get("frame", "auto"), camera_map=get("camera_map"), task=get("task"),
+                                quantize=get("quantize"), n_action_steps=get("n_action_steps"))
+    except (PolicyLoadError, ValueError, ImportError) as e:
+        raise PolicySetupError(str(e)) from e
+
+
 def make_sim_policy(model_type: str, args: argparse.Namespace, env):
     """Build the sim policy named by ``--model-type`` (see the module docstring).
 
     Raises:
         ValueError: unknown model type (lists the known ones).
-        SystemExit: a VLA type that this checkout cannot run yet, with the reason.
+        PolicySetupError: a VLA that cannot be loaded (see :func:`load_vla_policy`).
     """
     if model_type == "scripted":
         return ScriptedSimPolicy(env)
     if model_type in ("smolvla", "pi0"):
-        raise SystemExit(
-            f"--model-type {model_type}: VLA policies are not wired into the simulation yet "
-            "(issue #3). Use --model-type scripted."
-        )
+        return VLASimPolicy(load_vla_policy(model_type, args))
     raise ValueError(f"Unknown --model-type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
+
+
+class VLASimPolicy:
+    """A :class:`vla_policy_interface.VLAPolicyInterface` as a sim policy: executes
+    ``n_action_steps`` of each predicted chunk (the adapter's action queue); needs image
+    observations (``obs_mode="images"``)."""
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+        self.name = adapter.model_type
+
+    def reset(self) -> None:
+        self.adapter.reset()
+
+    def act(self, obs, env) -> np.ndarray:
+        return self.adapter.select_action(obs)
+
+    def describe(self) -> dict:
+        """The adapter's load report (frame, stats, camera map, task, sizes, inferences)."""
+        return self.adapter.describe() if hasattr(self.adapter, "describe") else {}
 
 
 class ScriptedSimPolicy:

@@ -1,4 +1,4 @@
-"""Run a policy on the SO-101 pick-up task and report its success rate.
+r"""Run a policy on the SO-101 pick-up task and report its success rate.
 
 Copy-paste (from simulation_code/):
 
@@ -9,6 +9,18 @@ Prints a progress bar over episodes and one result line; writes one mp4 per epis
 (``--video-dir``) and a JSON summary (``--summary-json``). Episode i uses seed SEED+i, so a run is
 reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``scripted`` the
 scripted expert.
+
+VLAs (options: ``--policy-path --camera-map --task --frame --quantize/--no-quantize --device
+--n-action-steps``; README "VLA policies (SmolVLA, Pi0)"):
+
+    python run_mujoco_simulation.py --headless                      # lerobot/smolvla_base
+    python run_mujoco_simulation.py --model-type pi0 --headless     # lerobot/pi0
+    python make_tiny_policies.py --out ../outputs/tiny_policies     # offline, random weights
+    python run_mujoco_simulation.py --model-type pi0 --policy-path ../outputs/tiny_policies/pi0 \
+        --headless --max-steps 20 --video-dir ../outputs/tiny_pi0
+
+Without the weights cached and without the Hub, it prints one message (what to download, how)
+and exits with status 1.
 """
 
 from __future__ import annotations
@@ -32,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model-type", default=ru.DEFAULT_MODEL_TYPE, choices=ru.MODEL_TYPES,
                         help="policy to run (default: %(default)s)")
     ru.add_run_args(parser)
+    ru.add_policy_args(parser)
     return parser.parse_args(argv)
 
 
@@ -43,11 +56,16 @@ def main(argv=None) -> int:
     make_kwargs = {"render_mode": None if args.headless else "human"}
     if args.max_steps is not None:
         make_kwargs["max_episode_steps"] = args.max_steps
-    if args.model_type == "scripted":
-        make_kwargs["obs_mode"] = "state"  # the expert needs no camera images
+    # the expert needs no camera images; the VLAs see the three cameras
+    make_kwargs["obs_mode"] = "state" if args.model_type == "scripted" else "images"
     env = gym.make(args.env_id, **make_kwargs)
     env.unwrapped.render_camera = args.video_camera
-    policy = ru.make_sim_policy(args.model_type, args, env)
+    try:
+        policy = ru.make_sim_policy(args.model_type, args, env)
+    except ru.PolicySetupError as e:
+        env.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
     episodes = []
     t0 = time.perf_counter()
@@ -81,6 +99,7 @@ def main(argv=None) -> int:
         env.close()
     summary = ru.summarize(episodes, policy.name, {
         "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
+        **({"policy_info": policy.describe()} if hasattr(policy, "describe") else {}),
     })
     if args.summary_json:
         ru.write_json_atomic(args.summary_json, summary)
