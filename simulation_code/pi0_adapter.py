@@ -75,7 +75,8 @@ class PI0Adapter(LeRobotVLAAdapter):
         self.info.update(pi0_quantization.apply_quantization(self.policy, self.device, quantize))
 
     def _expert_module(self) -> torch.nn.Module:
-        return self.model.paligemma_with_expert.gemma_expert
+        # the transformer only: the expert's lm_head is never used (no gradient, nothing to train)
+        return self.model.paligemma_with_expert.gemma_expert.model
 
     def build_prefix(self, batch: dict) -> VLAPrefix:
         """Images + language through PaliGemma with the KV cache kept (what LeRobot's
