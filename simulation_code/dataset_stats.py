@@ -24,7 +24,7 @@ record_dataset.py). Loads with LeRobot's ``LeRobotDataset`` (so a dataset this s
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No video is decoded here; silence LeRobot's torchcodec-unavailable traceback (it falls back to PyAV).
+logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 #: Std below this (dataset units: degrees or 0..100) counts as "near zero".
 NEAR_ZERO_STD = 0.1

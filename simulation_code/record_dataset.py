@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -51,6 +52,10 @@ import numpy as np
 
 import so101_mujoco_utils as u
 import teleop_common as tc
+
+# torchcodec cannot load without system FFmpeg libraries; LeRobot then falls back to PyAV (which is
+# what this repo uses) after logging a long traceback. Keep that fallback quiet.
+logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 INPUTS = ("keyboard", "gamepad", "physical", "scripted")
 ROBOT_TYPE = "so101_follower"
@@ -345,10 +350,11 @@ def make_source(args):
     raise ValueError(f"no teleop source for --input {args.input!r}")
 
 
-def make_frame(env, obs: dict, action_stored: np.ndarray, task: str) -> dict:
-    """One dataset frame: state measured before the action (float64 sim angles -> float32 LeRobot
-    units), the stored action, the three camera images, the task string."""
-    frame = {u.OBS_STATE: to_dataset_units(env.unwrapped.joint_positions), "action": action_stored}
+def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str) -> dict:
+    """One dataset frame: the joint angles ``q_rad`` (6,) float64 MuJoCo radians measured with
+    ``obs`` (before the action; stored as float32 LeRobot units), the stored action, the three camera
+    images of ``obs``, the task string."""
+    frame = {u.OBS_STATE: to_dataset_units(q_rad), "action": action_stored}
     for key in u.IMAGE_KEYS:
         frame[key] = obs[key]
     frame["task"] = task
@@ -410,14 +416,14 @@ def record_scripted(rec: Recorder, env, k: int) -> None:
         while steps < args.max_steps and (success_step is None or steps - success_step < POST_SUCCESS_STEPS):
             if rec.stop.requested:
                 return
-            frame_obs = obs
+            frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
             for _ in range(k):  # k control steps per frame; the frame's action is the last target
                 stored, target = executable_action(expert.act_in_env(env))
                 obs, _, _, _, info = env.step(target)
                 steps += 1
                 if info["is_success"] and success_step is None:
                     success_step = steps
-            rec.ds.add_frame(make_frame(env, frame_obs, stored, args.task))
+            rec.ds.add_frame(make_frame(frame_q, frame_obs, stored, args.task))
             frames += 1
         success = success_step is not None
         if success or args.keep_failed:
@@ -462,7 +468,7 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
             source.reset(env.unwrapped.joint_positions)
             print(f"[record] reset; episode {rec.ds.meta.total_episodes}: press start to record", flush=True)
             continue
-        frame_obs = obs
+        frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
         for _ in range(k):
             stored, target = executable_action(source.command(dt))
             obs, _, _, _, info = env.step(target)
@@ -475,7 +481,7 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
                 time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
                 t0 = time.perf_counter()
         if recording:
-            rec.ds.add_frame(make_frame(env, frame_obs, stored, args.task))
+            rec.ds.add_frame(make_frame(frame_q, frame_obs, stored, args.task))
             frames += 1
             if steps >= args.max_steps:
                 print(f"[record] episode reached --max-steps {args.max_steps}; saving", flush=True)
@@ -484,6 +490,21 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
                 seed = rec.next_seed()
                 obs, info = env.reset(seed=seed)
                 source.reset(env.unwrapped.joint_positions)
+
+
+def finish_folder(ds, created: bool, saved: int, seconds: float) -> None:
+    """After ``finalize``: drop a dataset folder this run created but saved nothing into, and the
+    empty per-camera image folders LeRobot leaves behind; print the summary."""
+    root = Path(ds.root)
+    if created and ds.meta.total_episodes == 0:
+        shutil.rmtree(root, ignore_errors=True)
+        print(f"[record] no episode saved; removed the empty dataset folder {root}", flush=True)
+        return
+    images = root / "images"
+    if images.is_dir() and not any(p.is_file() for p in images.rglob("*")):
+        shutil.rmtree(images, ignore_errors=True)
+    print(f"[record] dataset {root}: {ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames "
+          f"({saved} saved in {seconds:.0f} s this run)", flush=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -545,18 +566,14 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     viewer = args.input != "scripted" and not args.no_viewer and mujoco_rendering.has_display()
-    try:
-        ds, created, meta = open_dataset(args, dataset_features(args.image_size))
-    except SystemExit:
-        if source is not None:
-            source.close()
-        raise
-    root = Path(ds.root)
-    stop = GracefulStop().install()
-    rec = Recorder(ds, root, meta, args, stop)
-    env = None
+    stop = GracefulStop().install()  # before anything is written: a Ctrl-C from here on is graceful
+    ds = env = rec = None
+    created = False
     t_start = time.perf_counter()
     try:
+        ds, created, meta = open_dataset(args, dataset_features(args.image_size))
+        root = Path(ds.root)
+        rec = Recorder(ds, root, meta, args, stop)
         write_recording_meta(root, meta, args)
         env = make_env(args, viewer)
         print(f"[record] {args.input} -> {root} ({args.repo_id}), task {args.task!r}, {args.fps} fps, "
@@ -566,20 +583,17 @@ def main(argv=None) -> int:
         else:
             record_teleop(rec, env, source, k)
     finally:
-        rec.discard("stopped before the episode was saved")  # only whole episodes reach the disk
-        ds.finalize()
+        if rec is not None:
+            rec.discard("stopped before the episode was saved")  # only whole episodes reach the disk
+        if ds is not None:
+            ds.finalize()
         stop.uninstall()
         if env is not None:
             env.close()
         if source is not None:
             source.close()
-        total = ds.meta.total_episodes
-        if created and total == 0:
-            shutil.rmtree(root, ignore_errors=True)
-            print(f"[record] no episode saved; removed the empty dataset folder {root}", flush=True)
-        else:
-            print(f"[record] dataset {root}: {total} episodes, {ds.meta.total_frames} frames "
-                  f"({rec.saved_this_run} saved in {time.perf_counter() - t_start:.0f} s this run)", flush=True)
+        if ds is not None:
+            finish_folder(ds, created, rec.saved_this_run if rec else 0, time.perf_counter() - t_start)
     return 130 if stop.requested else 0
 
 

@@ -1,0 +1,239 @@
+"""record_dataset.py writes a LeRobotDataset v3 that LeRobot itself reloads, in the right units.
+
+Records 2 short scripted episodes (64x64 cameras: video encoding on a small CPU is the slow part)
+once per module, then checks them through ``LeRobotDataset(repo_id, root=...)``.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import record_dataset as rd
+import so101_mujoco_utils as u
+
+REPO_ID = "local/test_so101_record"
+IMG = 64
+
+
+def record(out, *extra):
+    """Run the recorder in-process (returns its exit code)."""
+    return rd.main(["--input", "scripted", "--output_dir", str(out), "--num_episodes", "2", "--image-size", str(IMG),
+                    "--repo-id", REPO_ID, "--seed", "0", *extra])
+
+
+def load(root):
+    from lerobot.datasets import LeRobotDataset
+
+    return LeRobotDataset(REPO_ID, root=root, video_backend="pyav")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rec") / "so101_two_episodes"
+    assert record(root) == 0
+    return root
+
+
+def columns(ds):
+    cols = ds.hf_dataset.with_format("numpy")[:]
+    return np.stack(cols[u.OBS_STATE]), np.stack(cols["action"]), np.asarray(cols["episode_index"])
+
+
+def test_reload_counts_features_task(recorded):
+    meta = json.loads((recorded / rd.RECORDING_META).read_text())
+    ds = load(recorded)
+    assert ds.num_episodes == 2
+    assert ds.num_frames == sum(e["frames"] for e in meta["episodes"]) > 20
+    assert all(e["success"] for e in meta["episodes"]) and [e["seed"] for e in meta["episodes"]] == [0, 1]
+    assert ds.meta.robot_type == "so101_follower" and ds.fps == 10
+    for key in (u.OBS_STATE, "action"):
+        ft = ds.meta.features[key]
+        assert ft["dtype"] == "float32" and tuple(ft["shape"]) == (6,)
+        assert list(ft["names"]) == ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos", "wrist_flex.pos",
+                                     "wrist_roll.pos", "gripper.pos"]
+    assert sorted(ds.meta.video_keys) == sorted(u.IMAGE_KEYS)
+    for key in u.IMAGE_KEYS:
+        assert tuple(ds.meta.features[key]["shape"]) == (IMG, IMG, 3)
+    assert list(ds.meta.tasks.index) == [u.DEFAULT_TASK]
+    item = ds[ds.num_frames - 1]
+    assert item["task"] == u.DEFAULT_TASK
+    assert item[u.OBS_STATE].shape == (6,) and item["action"].shape == (6,)
+    # the convention is recorded with the data
+    assert "degrees" in meta["units"][u.OBS_STATE] and "0..100" in meta["units"][u.OBS_STATE]
+    card = (recorded / "README.md").read_text()
+    assert "degrees" in card and "lerobot-train" in card
+
+
+def test_state_action_round_trip_to_sim_and_video_decodes(recorded):
+    """Replaying the stored actions (decoded to MuJoCo radians) from the stored seeds reproduces
+    every stored state within 1e-4 rad; decoded video frames show the right camera."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    meta = json.loads((recorded / rd.RECORDING_META).read_text())
+    ds = load(recorded)
+    state, action, ep_index = columns(ds)
+    assert state.dtype == np.float32 and action.dtype == np.float32
+    # LeRobot units: body joints in degrees, gripper 0..100 (0 = closed by the expert)
+    assert np.abs(state[:, :5]).max() > 30.0
+    assert action[:, 5].min() == pytest.approx(0.0, abs=1e-3) and action[:, 5].max() <= 100.0
+
+    env = gym.make("SO101PickPlace-v0", obs_mode="images", image_size=IMG, terminate_on_success=False,
+                   max_episode_steps=10**9)
+    try:
+        checked_images = 0
+        for ep in meta["episodes"]:
+            idx = np.flatnonzero(ep_index == ep["episode_index"])
+            obs, _ = env.reset(seed=ep["seed"])
+            for n, i in enumerate(idx):
+                np.testing.assert_allclose(rd.from_dataset_units(state[i]), env.unwrapped.joint_positions, atol=1e-4,
+                                           err_msg=f"episode {ep['episode_index']} frame {n}")
+                if n in (0, len(idx) // 2):
+                    item = ds[int(i)]
+                    diffs = {}
+                    for key in u.IMAGE_KEYS:
+                        img = item[key]
+                        assert tuple(img.shape) == (3, IMG, IMG) and 0.0 <= float(img.min()) <= float(img.max()) <= 1.0
+                        decoded = img.numpy().transpose(1, 2, 0)
+                        diffs[key] = {k: float(np.abs(decoded - obs[k] / 255.0).mean()) for k in u.IMAGE_KEYS}
+                    for key in u.IMAGE_KEYS:  # lossy video, but each camera is closest to itself
+                        assert diffs[key][key] < 0.05, (key, diffs[key])
+                        assert diffs[key][key] == min(diffs[key].values()), (key, diffs[key])
+                    checked_images += 1
+                obs, *_ = env.step(rd.from_dataset_units(action[i]))
+        assert checked_images == 4
+    finally:
+        env.close()
+
+
+def test_refuses_to_overwrite_and_resumes(recorded, tmp_path):
+    with pytest.raises(SystemExit, match="--resume .* --overwrite"):
+        record(recorded)
+    not_a_dataset = tmp_path / "notes"
+    not_a_dataset.mkdir()
+    (not_a_dataset / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not a LeRobot dataset"):
+        record(not_a_dataset, "--overwrite")
+    assert (not_a_dataset / "keep.txt").exists()
+    # --resume with another image size is refused with the fix
+    copy = tmp_path / "copy"
+    shutil.copytree(recorded, copy)
+    with pytest.raises(SystemExit, match="--image-size 64"):
+        rd.main(["--input", "scripted", "--output_dir", str(copy), "--num_episodes", "1", "--image-size", "32",
+                 "--repo-id", REPO_ID, "--resume"])
+    # --resume appends, with the next seed
+    assert rd.main(["--input", "scripted", "--output_dir", str(copy), "--num_episodes", "1", "--image-size", str(IMG),
+                    "--repo-id", REPO_ID, "--resume"]) == 0
+    ds = load(copy)
+    assert ds.num_episodes == 3
+    meta = json.loads((copy / rd.RECORDING_META).read_text())
+    assert [e["seed"] for e in meta["episodes"]] == [0, 1, 2]
+    assert ds.num_frames == sum(e["frames"] for e in meta["episodes"])
+    ds[ds.num_frames - 1]  # last frame of the appended episode decodes
+
+
+def test_fps_must_divide_control_rate():
+    assert rd.steps_per_frame(10) == 1 and rd.steps_per_frame(5) == 2 and rd.steps_per_frame(1) == 10
+    for bad in (3, 30, 0):
+        with pytest.raises(ValueError, match="divide"):
+            rd.steps_per_frame(bad)
+    with pytest.raises(SystemExit):
+        rd.parse_args(["--input", "scripted", "--output_dir", "x", "--fps", "30"])
+
+
+def test_executable_action_is_what_the_dataset_stores():
+    q = u.home_pose_rad() + 0.123456789
+    stored, target = rd.executable_action(q)
+    assert stored.dtype == np.float32
+    np.testing.assert_array_equal(rd.from_dataset_units(stored), target)
+    np.testing.assert_allclose(target, q, atol=1e-5)
+
+
+def test_crash_mid_episode_keeps_earlier_episodes(tmp_path, monkeypatch):
+    """An exception inside episode 1 propagates, and episode 0 stays saved and loadable."""
+    import scripted_expert
+
+    calls = {"n": 0}
+    original = scripted_expert.ScriptedExpert.act_in_env
+
+    def flaky(self, env):
+        calls["n"] += 1
+        if calls["n"] == 50:  # episode 0 takes < 45 steps with seed 0
+            raise RuntimeError("simulated crash")
+        return original(self, env)
+
+    monkeypatch.setattr(scripted_expert.ScriptedExpert, "act_in_env", flaky)
+    root = tmp_path / "crashed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        record(root)
+    ds = load(root)
+    assert ds.num_episodes == 1
+    assert not (root / "images").exists()  # the unfinished episode's temporary frames are gone
+    ds[ds.num_frames - 1]
+
+
+def test_teleop_loop_toggle_reset_quit(tmp_path):
+    """The human-input loop with a scripted stand-in for a person: start, stop (saved), start,
+    reset (discarded), quit. Only the stopped episode is in the dataset."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    import teleop_common as tc
+
+    class FakePerson:
+        schedule = {0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE], 7: [tc.EVENT_TOGGLE], 10: [tc.EVENT_RESET],
+                    11: [tc.EVENT_QUIT]}
+
+        def __init__(self):
+            self.calls, self.resets, self.q = 0, 0, None
+
+        def reset(self, q):
+            self.q, self.resets = np.array(q), self.resets + 1
+
+        def command(self, dt):
+            self.q = tc.safe_joint_targets(self.q + np.array([0.05, 0.02, 0, 0, 0, 0.1]), self.q)
+            return self.q.copy()
+
+        def poll_events(self):
+            self.calls += 1
+            return self.schedule.get(self.calls - 1, [])
+
+        def close(self):
+            pass
+
+    args = rd.parse_args(["--input", "keyboard", "--output_dir", str(tmp_path / "teleop"), "--image-size", "32",
+                          "--num_episodes", "5", "--repo-id", REPO_ID])
+    ds, created, meta = rd.open_dataset(args, rd.dataset_features(args.image_size))
+    stop = rd.GracefulStop()
+    rec = rd.Recorder(ds, ds.root, meta, args, stop)
+    env = gym.make("SO101PickPlace-v0", obs_mode="images", image_size=32, terminate_on_success=False,
+                   max_episode_steps=10**9)
+    person = FakePerson()
+    try:
+        rd.record_teleop(rec, env, person, k=1, realtime=False)
+    finally:
+        rec.discard("test end")
+        ds.finalize()
+        env.close()
+    assert created and person.resets == 3  # start, after the save, after the reset
+    reloaded = load(ds.root)
+    assert reloaded.num_episodes == 1 and reloaded.num_frames == 6
+    _, action, _ = columns(reloaded)
+    assert np.all(np.diff(action[:, 0]) > 0)  # the commanded pan ramp was recorded in order
+
+
+def test_keyboard_without_display_exits_clearly(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    out = tmp_path / "kb"
+    assert rd.main(["--input", "keyboard", "--output_dir", str(out)]) == 2
+    assert "needs a display" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_physical_without_port_exits_clearly(tmp_path, capsys):
+    assert rd.main(["--input", "physical", "--output_dir", str(tmp_path / "p")]) == 2
+    assert "--port" in capsys.readouterr().err
