@@ -24,12 +24,14 @@ Frames used throughout (see README "Coordinate frames"):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib.resources
 import json
 import os
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,10 +270,11 @@ def offsets_from_calibration(path) -> np.ndarray:
 # Scene construction
 # --------------------------------------------------------------------------------------------
 
-#: Wrist camera pose in the `gripper` (wrist_roll link) body frame, metres; the jaws extend along
-#: that body's -z, so the camera's default viewing direction (-z) looks along the jaws.
+#: Wrist camera pose in the `gripper` (wrist_roll link) body frame, metres: 4.5 cm beside the jaw
+#: axis, looking along the jaws (the body's -z) tilted 20 degrees toward them, so the fixed jaw
+#: and the block between the jaws are in view (camera -z = view direction).
 WRIST_CAMERA_POS = (0.0, 0.045, -0.03)
-WRIST_CAMERA_XYAXES = (1.0, 0.0, 0.0, 0.0, 0.5, 0.866)
+WRIST_CAMERA_XYAXES = (1.0, 0.0, 0.0, 0.0, 0.9397, -0.3420)
 WRIST_CAMERA_FOVY = 80.0
 
 #: Target triangle count per visual mesh after decimation (the full meshes total ~400k triangles
@@ -454,6 +457,19 @@ class SceneIds:
 # --------------------------------------------------------------------------------------------
 
 
+_LIVE_RENDERERS: "weakref.WeakSet[CameraRenderer]" = weakref.WeakSet()
+_ATEXIT_REGISTERED = False
+
+
+def _close_live_renderers() -> None:
+    """Free GL contexts while the GL modules still exist (EGL raises at interpreter teardown).
+
+    Registered with atexit after the first GL context exists, so it runs before MuJoCo's own
+    EGL clean-up (atexit runs handlers last-in, first-out)."""
+    for renderer in list(_LIVE_RENDERERS):
+        renderer.close()
+
+
 class CameraRenderer:
     """Offscreen renderer for the scene's cameras, cheap on software GL.
 
@@ -476,6 +492,11 @@ class CameraRenderer:
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._option = mujoco.MjvOption()
+        _LIVE_RENDERERS.add(self)
+        global _ATEXIT_REGISTERED
+        if not _ATEXIT_REGISTERED:
+            atexit.register(_close_live_renderers)
+            _ATEXIT_REGISTERED = True
 
     def render(self, data: mujoco.MjData, camera: str | int) -> np.ndarray:
         """Render one camera; returns a new (height, width, 3) uint8 RGB array."""

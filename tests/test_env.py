@@ -1,0 +1,148 @@
+"""The Gymnasium env: API compliance, spaces, determinism, reward terms, errors."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+import so101_mujoco_utils as u
+from so101_gym_env import SO101PickPlaceEnv
+
+
+@pytest.mark.parametrize("env_id", list(envs.MAX_EPISODE_STEPS))
+def test_registered_envs_pass_gymnasium_check_env(env_id):
+    # the Human variant opens a viewer; headless we check the same env with render_mode=None
+    env = gym.make(env_id, render_mode=None, obs_mode="state")
+    assert env.spec.max_episode_steps == envs.MAX_EPISODE_STEPS[env_id]
+    check_env(env.unwrapped, skip_render_check=True)
+    env.close()
+
+
+def test_check_env_with_images_and_rgb_array():
+    env = SO101PickPlaceEnv(render_mode="rgb_array", image_size=64, render_size=(48, 64))
+    check_env(env)
+    env.close()
+
+
+def test_observation_spaces_and_image_content():
+    env = gym.make("SO101PickPlace-v0", image_size=96)
+    obs, info = env.reset(seed=3)
+    assert set(obs) == {u.OBS_STATE, *u.IMAGE_KEYS}
+    assert obs[u.OBS_STATE].shape == (6,) and obs[u.OBS_STATE].dtype == np.float32
+    for key in u.IMAGE_KEYS:
+        img = obs[key]
+        assert img.shape == (96, 96, 3) and img.dtype == np.uint8
+        assert img.std() > 5  # a real picture, not a blank buffer
+    # the three cameras see different things
+    assert not np.array_equal(obs[u.IMAGE_KEYS[0]], obs[u.IMAGE_KEYS[2]])
+    # the top camera sees the red block: some strongly red pixels
+    top = obs[u.IMAGE_KEYS[0]].astype(int)
+    assert ((top[..., 0] > 150) & (top[..., 1] < 80) & (top[..., 2] < 80)).sum() > 0
+    np.testing.assert_allclose(obs[u.OBS_STATE], u.home_pose_rad(), atol=0.02)
+    env.close()
+
+
+def _rollout(seed, actions, **kw):
+    env = gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True, **kw)
+    obs, _ = env.reset(seed=seed)
+    out = [obs[u.OBS_STATE].copy(), obs[u.OBS_ENV_STATE].copy()]
+    rewards = []
+    for a in actions:
+        obs, r, *_ = env.step(a)
+        out += [obs[u.OBS_STATE].copy(), obs[u.OBS_ENV_STATE].copy()]
+        rewards.append(r)
+    env.close()
+    return np.concatenate(out), np.array(rewards)
+
+
+def test_same_seed_same_actions_identical_observations():
+    rng = np.random.default_rng(0)
+    actions = u.clip_to_joint_limits(u.home_pose_rad() + rng.normal(0, 0.3, (15, 6))).astype(np.float32)
+    a, ra = _rollout(7, actions)
+    b, rb = _rollout(7, actions)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ra, rb)
+    c, _ = _rollout(8, actions)  # another seed puts the block elsewhere
+    assert not np.array_equal(a, c)
+
+
+def test_block_placement_follows_the_polar_ranges():
+    env = gym.make("SO101PickPlace-v0", obs_mode="state")
+    for seed in range(20):
+        _, info = env.reset(seed=seed)
+        x, y, z = info["block_pos"]
+        dist, ang = np.hypot(x, y), np.degrees(np.arctan2(-x, y))
+        assert 0.1 - 1e-3 <= dist <= 0.3 + 1e-3 and -60.5 <= ang <= 60.5
+        assert z == pytest.approx(u.BLOCK_HALF_SIZE, abs=1e-3)
+    fixed = gym.make("SO101PickPlaceNoRandom-v0", obs_mode="state")
+    _, info = fixed.reset(seed=5)
+    np.testing.assert_allclose(info["block_pos"], u.BLOCK_DEFAULT_POS, atol=1e-3)
+
+
+def test_reward_is_the_sum_of_named_terms_and_terms_match_their_definitions():
+    env = gym.make("SO101PickPlace-v0", obs_mode="state")
+    env.reset(seed=1)
+    base = env.unwrapped
+    rng = np.random.default_rng(1)
+    prev = np.linalg.norm(base.data.site_xpos[base.ids.gripper_site] - base.initial_block_pos)
+    for _ in range(10):
+        action = u.clip_to_joint_limits(base.joint_positions + rng.normal(0, 0.2, 6)).astype(np.float32)
+        _, reward, _, _, info = env.step(action)
+        terms = {k[len("reward_"):]: v for k, v in info.items() if k.startswith("reward_")}
+        assert set(terms) == set(u.REWARD_TERMS)
+        assert reward == pytest.approx(sum(terms.values()))
+        dist = np.linalg.norm(base.data.site_xpos[base.ids.gripper_site] - base.initial_block_pos)
+        assert terms["distance"] == pytest.approx(-2.0 * dist)
+        assert terms["approach"] == pytest.approx(5.0 * (prev - dist))
+        prev = dist
+    env.close()
+
+
+def test_displacement_penalty_and_success_flag_from_the_reward_function():
+    init = np.array([0.0, 0.3, 0.0125])
+    terms, success, _ = u.compute_reward_terms(init + [0, 0, 0.1], init + [0.1, 0, 0], init, 0.1, False)
+    assert terms["displacement"] == pytest.approx(-5.0 * np.expm1(20.0 * 0.05))
+    assert not success and terms["success"] == 0
+    terms, success, _ = u.compute_reward_terms(init + [0, 0, 0.06], init + [0, 0, 0.06], init, 0.1, True)
+    assert success and terms["success"] == 50.0 and terms["height"] == pytest.approx(20 * 0.05)
+    _, lifted_not_held, _ = u.compute_reward_terms(init, init + [0, 0, 0.06], init, 0.1, False)
+    assert not lifted_not_held
+
+
+def test_episode_is_truncated_at_the_registered_length():
+    env = gym.make("SO101PickPlace-v0", obs_mode="state", max_episode_steps=5)
+    env.reset(seed=0)
+    hold = u.home_pose_rad().astype(np.float32)
+    flags = [env.step(hold)[3] for _ in range(5)]
+    assert flags == [False] * 4 + [True]
+
+
+def test_nan_action_and_wrong_shape_raise():
+    env = SO101PickPlaceEnv(obs_mode="state")
+    env.reset(seed=0)
+    bad = u.home_pose_rad().astype(np.float32)
+    bad[2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(bad)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="Unknown camera"):
+        SO101PickPlaceEnv(render_camera="nope")
+
+
+def test_actions_are_clipped_to_the_joint_limits():
+    env = SO101PickPlaceEnv(obs_mode="state")
+    env.reset(seed=0)
+    env.step(np.full(6, 10.0, np.float32))
+    np.testing.assert_allclose(env.data.ctrl[env.ids.actuator_ids], u.JOINT_LIMITS_RAD[1])
+
+
+def test_smolvla_normalized_mode_round_trips_state_and_actions():
+    env = SO101PickPlaceEnv(obs_mode="state", smolvla_normalize=True)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_allclose(obs[u.OBS_STATE], u.normalize_state_for_smolvla(env.joint_positions), rtol=1e-5)
+    target = u.home_pose_rad()
+    target[0] = 0.3
+    env.step(u.normalize_action_for_smolvla(target).astype(np.float32))
+    np.testing.assert_allclose(env.data.ctrl[env.ids.actuator_ids], target, atol=1e-5)

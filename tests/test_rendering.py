@@ -1,0 +1,45 @@
+"""GL backend choice and the fast renderer."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import so101_mujoco_utils as u
+from conftest import SIM_DIR
+from so101_mujoco_utils import mujoco
+
+PROBE = "import mujoco_rendering, os; print(os.environ['MUJOCO_GL'])"
+
+
+def _backend(env_updates):
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY")}
+    env.update(env_updates)
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=SIM_DIR, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip(), out.stderr
+
+
+def test_user_setting_wins():
+    chosen, err = _backend({"MUJOCO_GL": "osmesa", "SO101_QUIET_GL": ""})
+    assert chosen == "osmesa" and "set by the user" in err
+
+
+def test_display_selects_native_and_headless_selects_egl_or_osmesa():
+    assert _backend({"DISPLAY": ":0"})[0] == "glfw"
+    chosen, err = _backend({"SO101_QUIET_GL": ""})
+    assert chosen in ("egl", "osmesa")
+    assert "no display" in err
+
+
+def test_fast_renderer_turns_off_shadows_and_multisampling_and_still_draws_the_scene():
+    model = u.load_model()
+    data = mujoco.MjData(model)
+    ids = u.SceneIds.from_model(model)
+    u.reset_scene(model, data, ids, u.BLOCK_DEFAULT_POS)
+    r = u.CameraRenderer(model, 64, 64, fast=True)
+    assert model.vis.quality.offsamples == 0
+    assert not r._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW]  # noqa: SLF001
+    img = r.render(data, "camera_side")
+    assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and img.std() > 5
+    r.close()
