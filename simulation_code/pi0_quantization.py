@@ -1,11 +1,14 @@
-"""4-bit weight quantization of Pi0 with optimum-quanto (``qint4``), and its float16 fallback.
+"""4-bit weight quantization of Pi0 with optimum-quanto (``qint4``), and its half-precision fallback.
 
 Policy (``--quantize`` / ``--no-quantize`` override it):
 
 * default ON on Apple MPS (the full Pi0 is ~16 GB in float32: 4-bit weights make it fit),
   OFF elsewhere (CUDA has the memory; on CPU quanto's int4 kernels are slower than float32).
-* on MPS without optimum-quanto installed: the transformer weights go to float16 instead, with
-  a message (``pip install optimum-quanto==0.2.7`` for 4 bits).
+* on MPS without optimum-quanto installed: half-precision weights instead, with a message
+  (``pip install optimum-quanto==0.2.7`` for 4 bits). The half type is bfloat16, LeRobot's own
+  recipe (``PaliGemmaWithExpertModel.to_bfloat16_for_selected_params``): lerobot 0.6.1's Pi0
+  forward hard-codes bfloat16 casts, and float16 weights fail there with a dtype mismatch
+  (checked on the tiny Pi0); MPS supports bfloat16 on macOS 14+.
 
 What is quantized: ``policy.model.paligemma_with_expert`` (PaliGemma + the action expert, ~99% of
 the weights); the small float32 projections (``action_in_proj``, ``action_out_proj``, time MLP,
@@ -61,15 +64,10 @@ def quantize_module(module: torch.nn.Module, weights: str = "qint4") -> int:
     return sum(1 for m in module.modules() if isinstance(m, quanto.QModuleMixin))
 
 
-def to_float16(pi0_model: torch.nn.Module) -> None:
-    """Cast PaliGemma + expert to float16, keeping the vision tower, projector and norms in
-    float32 (LeRobot's own bfloat16 recipe, ``to_bfloat16_for_selected_params``, with float16)."""
-    keep = ("vision_tower", "multi_modal_projector", "input_layernorm", "post_attention_layernorm", "model.norm")
-    pwe = pi0_model.paligemma_with_expert
-    pwe.to(dtype=torch.float16)
-    for name, param in pwe.named_parameters():
-        if any(k in name for k in keep):
-            param.data = param.data.to(torch.float32)
+def to_half_precision(pi0_model: torch.nn.Module) -> None:
+    """Cast PaliGemma + expert to bfloat16 with LeRobot's own recipe (vision tower, projector and
+    norms stay float32); ``pi0_model`` is a lerobot ``PI0Pytorch`` (``policy.model``)."""
+    pi0_model.paligemma_with_expert.to_bfloat16_for_selected_params("bfloat16")
 
 
 def apply_quantization(policy, device: torch.device | str, quantize: bool | None,
@@ -83,7 +81,7 @@ def apply_quantization(policy, device: torch.device | str, quantize: bool | None
         weights: quanto weight type.
 
     Returns:
-        ``{"quantized": "qint4"|"qint8"|"float16"|None, "quantization_note": str}``.
+        ``{"quantized": "qint4"|"qint8"|"bfloat16"|None, "quantization_note": str}``.
 
     Raises:
         ImportError: ``quantize=True`` off MPS and optimum-quanto missing (the message says how
@@ -95,12 +93,12 @@ def apply_quantization(policy, device: torch.device | str, quantize: bool | None
         return {"quantized": None, "quantization_note": "float weights (--quantize to use 4-bit)"}
     if not quanto_available():
         if device.type == "mps":
-            to_float16(policy.model)
-            note = ("optimum-quanto is not installed: Pi0 runs in float16 instead of 4-bit "
+            to_half_precision(policy.model)
+            note = ("optimum-quanto is not installed: Pi0 runs with bfloat16 weights instead of 4-bit "
                     "(pip install optimum-quanto==0.2.7 for qint4)")
             if verbose:
                 print(f"[pi0] {note}")
-            return {"quantized": "float16", "quantization_note": note}
+            return {"quantized": "bfloat16", "quantization_note": note}
         raise ImportError("--quantize needs optimum-quanto: pip install optimum-quanto==0.2.7")
     if verbose:
         print(f"[pi0] quantizing PaliGemma + expert weights to {weights} with optimum-quanto; note: {FIRST_RUN_NOTE}")

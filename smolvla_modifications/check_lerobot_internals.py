@@ -40,6 +40,8 @@ SIGNATURES: list[tuple[str, str, tuple[str, ...] | None]] = [
      ("self", "images", "img_masks", "lang_tokens", "lang_masks", "state", "noise")),
     ("lerobot.policies.pi0.modeling_pi0", "PaliGemmaWithExpertModel.forward",
      ("self", "attention_mask", "position_ids", "past_key_values", "inputs_embeds", "use_cache")),
+    ("lerobot.policies.pi0.modeling_pi0", "PaliGemmaWithExpertModel.to_bfloat16_for_selected_params",
+     ("self", "precision")),
     # names patched by simulation_code/lerobot_tiny_pi0_patch.py (tiny test models only)
     ("lerobot.policies.pi0.modeling_pi0", "get_gemma_config", ("variant",)),
     ("lerobot.policies.pi0.modeling_pi0", "GemmaConfig",
