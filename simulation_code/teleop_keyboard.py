@@ -8,9 +8,9 @@ Key map (spec: shared/reference/001, "Keyboard Controls"); each held key moves i
 fixed rate (``teleop_common.JOINT_SPEED_RAD_S``):
 
     Left/Right   shoulder pan left/right
-    Up/Down      arm forward/backward (shoulder lift; the spec lists these keys as "shoulder pan
-                 forward/backward", but the pan joint only turns left/right, so they drive the
-                 forward/backward motion, i.e. the shoulder lift, like S/W)
+    Up/Down      arm forward/backward: the shoulder lift pitches the upper arm forward/back, like
+                 S/W (the spec lists these keys as "shoulder pan forward/backward", but the pan
+                 joint only turns left/right)
     W/S          shoulder lift up/down
     I/K          elbow extend/retract
     Z/X          wrist flex down/up
@@ -19,8 +19,9 @@ fixed rate (``teleop_common.JOINT_SPEED_RAD_S``):
     Space        start/stop recording      R  reset      ESC  quit
 
 Directions, checked with the arm's forward kinematics (robot at the origin facing +y, operator
-behind it): shoulder_pan + turns the gripper to the operator's right (+x); shoulder_lift + and
-elbow_flex - reach forward/down; wrist_flex + tips the gripper down; gripper + opens.
+behind it): shoulder_pan + turns the gripper to the operator's right (+x); shoulder_lift + pitches
+the upper arm forward (and the gripper down); elbow_flex - extends the arm; wrist_flex + tips the
+gripper down; gripper + opens.
 
 pynput needs a display (X11, macOS, Windows; on Wayland only XWayland windows). Without one,
 :class:`KeyboardTeleop` raises ``TeleopUnavailable`` with that message.
