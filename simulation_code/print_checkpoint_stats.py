@@ -1,0 +1,122 @@
+"""Print the training statistics stored in a BC or ReinFlow checkpoint, optionally plot them.
+
+Copy-paste (from simulation_code/):
+
+    python print_checkpoint_stats.py --checkpoint checkpoints/flow_reinflow.pt --plot ../outputs/reinflow_curves.png
+
+Prints the header (model type, kind, iteration, configs) and one row per logged iteration:
+env steps, training episodes, training success rate and mean return (stochastic policy), evaluation
+success rate and return (deterministic sampler, fixed seeds), sigma, entropy, losses, KL and clip
+fraction. ``--plot`` writes a figure of the curves (matplotlib, Agg backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import flow_policy as fp
+
+COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("episodes", "eps", "{:>4}"),
+           ("train_success", "train_succ", "{:>10.0%}"), ("train_return", "train_ret", "{:>9.1f}"),
+           ("eval_success", "eval_succ", "{:>9.0%}"), ("eval_return", "eval_ret", "{:>8.1f}"),
+           ("sigma", "sigma", "{:>6.3f}"), ("entropy", "entropy", "{:>7.3f}"), ("pg_loss", "pg_loss", "{:>8.4f}"),
+           ("v_loss", "v_loss", "{:>7.3f}"), ("approx_kl", "kl", "{:>8.5f}"), ("clipfrac", "clipfr", "{:>6.3f}")]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="checkpoints/flow_reinflow.pt", help="checkpoint (default: %(default)s)")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of the training curves here")
+    p.add_argument("--every", type=int, default=1, help="print every N-th iteration row")
+    return p.parse_args(argv)
+
+
+def _fmt(fmt: str, v) -> str:
+    width = len(fmt.format(0))
+    if v is None or (isinstance(v, float) and v != v):
+        return "-".rjust(width)
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v).rjust(width)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    ckpt = fp.load_checkpoint(args.checkpoint)
+    hist = ckpt.get("history", [])
+    print(f"checkpoint: {args.checkpoint}")
+    print(f"  kind={ckpt.get('kind')} model_type={ckpt.get('model_type')} iteration={ckpt.get('iteration', 0)}")
+    print(f"  policy config: {ckpt.get('policy_config')}")
+    if ckpt.get("reinflow_config"):
+        print(f"  reinflow config: {ckpt['reinflow_config']}")
+        print(f"  noise head: {ckpt.get('noise_head_config')}  critic: {ckpt.get('critic_config')}")
+        print(f"  initialised from: {ckpt.get('bc_source')}")
+    if ckpt.get("bc_history"):
+        bh = ckpt["bc_history"]
+        print(f"  BC: {ckpt.get('bc_data')} final flow-matching loss {bh[-1]['loss']:.4f} after {bh[-1]['step'] + 1} steps"
+              + (f"; eval success {ckpt['bc_eval']['success_rate']:.0%} over {ckpt['bc_eval']['episodes']} episodes"
+                 if ckpt.get("bc_eval") else ""))
+    if hist:
+        print(" ".join(h.rjust(len(f.format(0))) for _, h, f in COLUMNS))
+        for i, row in enumerate(hist):
+            if i % args.every and i != len(hist) - 1:
+                continue
+            print(" ".join(_fmt(f, row.get(k)) for k, _, f in COLUMNS))
+        evals = [(r["iteration"], r["eval_success"]) for r in hist if r.get("eval_success") == r.get("eval_success")
+                 and r.get("eval_success") is not None]
+        steps = hist[-1].get("env_steps", 0)
+        total_eps = sum(r.get("episodes", 0) for r in hist)
+        print(f"summary: {len([r for r in hist if not r.get('initial_eval')])} iterations, {steps} env steps, "
+              f"{total_eps} training episodes"
+              + (f"; eval success first {evals[0][1]:.0%} (it {evals[0][0]}), best {max(e[1] for e in evals):.0%}, "
+                 f"last {evals[-1][1]:.0%} (it {evals[-1][0]})" if evals else ""))
+    else:
+        print("no ReinFlow training history in this checkpoint")
+    if args.plot:
+        plot(hist, ckpt, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+def plot(hist: list[dict], ckpt: dict, out: Path) -> None:
+    """2x2 figure: success rates, returns, sigma/entropy, losses/KL against iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key):
+        pts = [(r["iteration"], r[key]) for r in hist if r.get(key) is not None and r[key] == r[key]]
+        return ([p[0] for p in pts], [p[1] for p in pts])
+
+    fig, ax = plt.subplots(2, 2, figsize=(11, 7))
+    for key, lab in (("train_success", "train (stochastic)"), ("eval_success", "eval (deterministic)")):
+        ax[0, 0].plot(*series(key), marker="o" if key == "eval_success" else None, label=lab)
+    ax[0, 0].set_ylabel("success rate")
+    ax[0, 0].set_ylim(-0.02, 1.02)
+    for key, lab in (("train_return", "train"), ("eval_return", "eval")):
+        ax[0, 1].plot(*series(key), marker="o" if key == "eval_return" else None, label=lab)
+    ax[0, 1].set_ylabel("episode return")
+    ax[1, 0].plot(*series("sigma"), label="sigma (mean)")
+    ax[1, 0].plot(*series("sigma_max"), "--", label="sigma_max")
+    ax[1, 0].set_ylabel("sigma (normalised action units)")
+    for key in ("pg_loss", "v_loss", "approx_kl", "clipfrac"):
+        ax[1, 1].plot(*series(key), label=key)
+    ax[1, 1].set_yscale("symlog", linthresh=1e-4)
+    for a in ax.flat:
+        a.set_xlabel("iteration")
+        a.grid(alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    fig.suptitle(f"{ckpt.get('model_type')} {ckpt.get('kind')} checkpoint, iteration {ckpt.get('iteration', 0)}")
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

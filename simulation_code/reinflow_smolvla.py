@@ -1,0 +1,662 @@
+"""ReinFlow: fine-tune a flow-matching policy with PPO through a noise-injected denoising chain.
+
+Policy-agnostic: every policy call goes through :class:`vla_policy_interface.VLAPolicyInterface`
+(``prepare_batch``, ``build_prefix``, ``denoise_step``, ``expert_hidden``, ``sample_noise``,
+``to_mujoco_actions``, ``trainable_parameter_groups``), so the small flow policy, SmolVLA and Pi0
+run on the same engine. Reference: Zhang et al. 2025, "ReinFlow: Fine-tuning Flow Matching
+Policy with Online Reinforcement Learning" (code: ReinFlow/ReinFlow model/flow/ft_ppo/ppoflow.py).
+
+The chain (one time grid, LeRobot's, for sampling *and* recomputation):
+    t_k = 1 + k * dt, dt = -1/K, k = 0..K-1 (t = 1 is noise, t = 0 the action)
+    x_0 ~ N(0, I)
+    mu_k    = x_k + dt * v(x_k, t_k | obs)
+    sigma_k = NoiseHead(expert_hidden(x_k, t_k | obs))      (learnable, bounded, see NoiseHead)
+    x_{k+1} = mu_k + sigma_k * eps_k * M,  eps_k ~ N(0, I)
+``M`` is the *noise mask*: 1 on the real action dimensions of the first ``n_action_steps`` chunk
+positions (the actions the env executes), 0 elsewhere (padding dims and the unexecuted tail of
+the chunk follow the deterministic ODE). The chain log-probability is then exact over the random
+elements only:
+    log p(chain) = [ sum_M log N(x_0; 0, I) + sum_k sum_M log N(x_{k+1}; mu_k, sigma_k^2) ]
+                   / (|M| * (K + 1))
+i.e. **averaged per random element** (|M| = n_action_steps * action_dim elements, K + 1 factors:
+the initial noise and K transitions), so the PPO ratio does not grow with chunk length or K.
+The x_0 term has no parameters (it cancels in the ratio) but is kept so the value is the chain's
+log-density. The whole chain (B, K+1, chunk, max_action_dim) is stored in the rollout buffer.
+
+PPO (:func:`ppo_update`): clipped ratio, GAE (:func:`compute_gae`), a critic (:class:`Critic`,
+on the low-dimensional env observation: an asymmetric critic, used only in training), entropy
+bonus (Gaussian transition entropy, averaged per element like the log-prob), optional
+behaviour-cloning regulariser (MSE between the deterministic chunks of the fine-tuned and the
+frozen pretrained policy from the same noise), target-KL early stop, gradient clipping, critic
+warm-up iterations, advantage normalisation, reward scaling (``reward_scale`` x reward, then
+clipped to +-``reward_clip`` per decision). Rollouts
+and log-prob recomputation run the policy in eval mode (no dropout); before the first update of
+every iteration the recomputed ratio must equal 1 within 1e-5 (:func:`check_ratio_is_one`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------- configuration
+@dataclass
+class ReinFlowConfig:
+    """Hyper-parameters of the ReinFlow engine (stored in checkpoints).
+
+    Attributes:
+        num_steps: denoising steps K (1-10).
+        sigma_min, sigma_max: noise-head std bounds, in normalised action units.
+        sigma_max_final: if set, sigma_max decays linearly to it over ``sigma_decay_iters``.
+        sigma_decay_iters: iterations of the decay.
+        noise_hidden: noise-head MLP width.
+        clip: PPO ratio clip epsilon.
+        gamma, gae_lambda: discount and GAE lambda, per *decision* (one executed chunk).
+        policy_lr, critic_lr, noise_lr: Adam learning rates (noise head uses ``noise_lr``).
+        epochs: PPO epochs per iteration.
+        batch_size: minibatch size (decisions).
+        grad_accum: minibatches accumulated per optimizer step.
+        ent_coef: entropy-bonus weight.
+        bc_coef: behaviour-cloning regulariser weight (0 = off).
+        vf_coef: value-loss weight.
+        target_kl: stop the epochs of an iteration once approx KL exceeds it (None = never).
+        max_grad_norm: gradient-norm clip (policy+noise head and critic separately).
+        critic_warmup_iters: first iterations update only the critic.
+        reward_scale: rewards are multiplied by this before GAE.
+        reward_clip: scaled per-decision rewards are clipped to +-reward_clip (None = off); tames
+            the env's exponential block-displacement penalty (hundreds per step).
+        norm_adv: normalise advantages per iteration.
+        critic_hidden: critic MLP width.
+        ratio_tol: tolerance of the ratio == 1 check.
+    """
+
+    num_steps: int = 4
+    sigma_min: float = 0.08
+    sigma_max: float = 0.16
+    sigma_max_final: float | None = None
+    sigma_decay_iters: int = 100
+    noise_hidden: int = 128
+    clip: float = 0.2
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    policy_lr: float = 3e-5
+    critic_lr: float = 1e-3
+    noise_lr: float = 3e-4
+    epochs: int = 8
+    batch_size: int = 256
+    grad_accum: int = 1
+    ent_coef: float = 0.0
+    bc_coef: float = 0.0
+    vf_coef: float = 0.5
+    target_kl: float | None = 0.05
+    max_grad_norm: float = 1.0
+    critic_warmup_iters: int = 2
+    reward_scale: float = 0.05
+    reward_clip: float | None = 5.0
+    norm_adv: bool = True
+    critic_hidden: int = 256
+    ratio_tol: float = 1e-5
+
+    def __post_init__(self):
+        if not 1 <= self.num_steps <= 10:
+            raise ValueError(f"num_steps K must be in 1..10, got {self.num_steps}")
+        if not 0 < self.sigma_min <= self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min <= sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+    def sigma_max_at(self, iteration: int) -> float:
+        """sigma_max of ``iteration`` (linear decay to ``sigma_max_final`` if set, never below sigma_min)."""
+        if self.sigma_max_final is None:
+            return self.sigma_max
+        frac = min(1.0, iteration / max(1, self.sigma_decay_iters))
+        return max(self.sigma_min, self.sigma_max + frac * (self.sigma_max_final - self.sigma_max))
+
+
+# ---------------------------------------------------------------------- noise head
+class NoiseHead(nn.Module):
+    """sigma(h) per action element: log-variance = lo + (hi - lo) * (tanh(MLP(h)) + 1) / 2 with
+    lo = log sigma_min^2, hi = log sigma_max^2 (so sigma is always within the bounds).
+
+    Args:
+        hidden_dim: size of the policy's ``expert_hidden`` features.
+        action_dim: output size per token (the policy's ``max_action_dim``).
+        sigma_min, sigma_max: bounds (normalised action units); changeable with :meth:`set_bounds`.
+        width: MLP width.
+        detach_features: stop the noise-head gradient at the policy features (default), so the
+            noise head never moves the velocity field.
+    The last layer starts at zero: sigma starts at sqrt(sigma_min * sigma_max) everywhere.
+    """
+
+    def __init__(self, hidden_dim: int, action_dim: int, sigma_min: float = 0.08, sigma_max: float = 0.16,
+                 width: int = 128, detach_features: bool = True):
+        super().__init__()
+        self.config = {"hidden_dim": hidden_dim, "action_dim": action_dim, "sigma_min": sigma_min,
+                       "sigma_max": sigma_max, "width": width, "detach_features": detach_features}
+        self.net = nn.Sequential(nn.Linear(hidden_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, action_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+        self.detach_features = detach_features
+        self.register_buffer("logvar_min", torch.tensor(2 * math.log(sigma_min)))
+        self.register_buffer("logvar_max", torch.tensor(2 * math.log(sigma_max)))
+
+    def set_bounds(self, sigma_min: float, sigma_max: float) -> None:
+        """Change the sigma bounds (decay schedule)."""
+        self.logvar_min.fill_(2 * math.log(sigma_min))
+        self.logvar_max.fill_(2 * math.log(sigma_max))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, chunk, hidden_dim) -> sigma (B, chunk, action_dim), float32."""
+        if self.detach_features:
+            h = h.detach()
+        raw = torch.tanh(self.net(h.float()))
+        logvar = self.logvar_min + (self.logvar_max - self.logvar_min) * (raw + 1) / 2
+        return torch.exp(0.5 * logvar)
+
+
+# ---------------------------------------------------------------------- chain math
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Elementwise log N(x; mean, std^2) (same shape as the broadcast inputs)."""
+    return -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
+
+
+def noise_mask(policy, device=None) -> torch.Tensor:
+    """(chunk_size, max_action_dim) float mask: 1 on the real action dims of the first
+    ``n_action_steps`` chunk positions (the random, executed elements), else 0."""
+    m = torch.zeros(policy.chunk_size, policy.max_action_dim, device=device or policy.device)
+    m[: policy.n_action_steps, : policy.action_dim] = 1.0
+    return m
+
+
+@dataclass
+class ChainSample:
+    """Output of :func:`sample_chain`.
+
+    Attributes:
+        x: (B, chunk, max_action_dim) final flow-space sample (t = 0).
+        chain: (B, K+1, chunk, max_action_dim) every x_k, detached.
+        log_prob: (B,) per-element-averaged chain log-prob (see module docstring); zeros when
+            deterministic.
+        sigma_mean: mean sigma over the masked elements (float), 0 when deterministic.
+    """
+
+    x: torch.Tensor
+    chain: torch.Tensor
+    log_prob: torch.Tensor
+    sigma_mean: float
+
+
+@torch.no_grad()
+def sample_chain(policy, noise_head: NoiseHead | None, batch: dict, num_steps: int, deterministic: bool = False,
+                 generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> ChainSample:
+    """Sample a (stochastic or deterministic) denoising chain for a batch of observations.
+
+    Args:
+        policy: a :class:`VLAPolicyInterface` (in eval mode).
+        noise_head: required unless ``deterministic``.
+        batch: ``policy.prepare_batch(...)`` output with B observations.
+        num_steps: K.
+        deterministic: plain Euler ODE (the deployment sampler), no noise head.
+        generator: CPU torch generator for x_0 and the eps (seeded runs).
+        noise: optional x_0 (B, chunk, max_action_dim).
+    """
+    prefix = policy.build_prefix(batch)
+    b = _batch_size(batch)
+    x = noise if noise is not None else policy.sample_noise(b, generator=generator)
+    mask = noise_mask(policy, x.device)
+    dt = -1.0 / num_steps
+    chain = [x]
+    logp = (gaussian_log_density(x, torch.zeros_like(x), torch.ones_like(x)) * mask).sum(dim=(1, 2))
+    sig_sum = 0.0
+    for k in range(num_steps):
+        t = torch.full((b,), 1.0 + k * dt, device=x.device)
+        mean = x + dt * policy.denoise_step(prefix, x, t)
+        if deterministic:
+            x = mean
+        else:
+            std = noise_head(policy.expert_hidden())
+            eps = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device)
+            x = mean + std * eps * mask
+            logp = logp + (gaussian_log_density(x, mean, std) * mask).sum(dim=(1, 2))
+            sig_sum += float((std * mask).sum() / (mask.sum() * b))
+        chain.append(x)
+    n_el = float(mask.sum()) * (num_steps + 1)
+    logp = torch.zeros(b, device=x.device) if deterministic else logp / n_el
+    return ChainSample(x, torch.stack(chain, dim=1), logp, 0.0 if deterministic else sig_sum / num_steps)
+
+
+def chain_log_prob(policy, noise_head: NoiseHead, batch: dict, chain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Recompute the per-element-averaged log-prob of stored chains under the current parameters
+    (differentiable), on the same time grid as :func:`sample_chain`.
+
+    Args:
+        chain: (B, K+1, chunk, max_action_dim).
+    Returns:
+        (log_prob (B,), entropy (B,) mean Gaussian transition entropy per masked element,
+        sigma_mean (B,) mean sigma over the masked elements).
+    """
+    k_steps = chain.shape[1] - 1
+    prefix = policy.build_prefix(batch)
+    b = chain.shape[0]
+    mask = noise_mask(policy, chain.device)
+    dt = -1.0 / k_steps
+    x0 = chain[:, 0]
+    logp = (gaussian_log_density(x0, torch.zeros_like(x0), torch.ones_like(x0)) * mask).sum(dim=(1, 2))
+    ent = torch.zeros(b, device=chain.device)
+    sig = torch.zeros(b, device=chain.device)
+    for k in range(k_steps):
+        xk = chain[:, k]
+        t = torch.full((b,), 1.0 + k * dt, device=chain.device)
+        mean = xk + dt * policy.denoise_step(prefix, xk, t)
+        std = noise_head(policy.expert_hidden())
+        logp = logp + (gaussian_log_density(chain[:, k + 1], mean, std) * mask).sum(dim=(1, 2))
+        ent = ent + ((0.5 * (1.0 + LOG_2PI) + torch.log(std)) * mask).sum(dim=(1, 2))
+        sig = sig + (std * mask).sum(dim=(1, 2))
+    n_m = mask.sum()
+    return logp / (n_m * (k_steps + 1)), ent / (n_m * k_steps), sig / (n_m * k_steps)
+
+
+def _batch_size(batch: dict) -> int:
+    for v in batch.values():
+        if isinstance(v, torch.Tensor):
+            return v.shape[0]
+    raise ValueError("batch holds no tensor")
+
+
+# ---------------------------------------------------------------------- critic
+class RunningNorm(nn.Module):
+    """Running mean/variance of a feature vector (buffers: saved with the critic)."""
+
+    def __init__(self, dim: int, clip: float = 10.0):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip = clip
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Merge a batch (N, dim) into the statistics (Chan et al. parallel algorithm)."""
+        x = x.double()
+        bm, bv, bn = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, tot = bm - self.mean, self.count + bn
+        self.mean += delta * bn / tot
+        self.var.copy_((self.var * self.count + bv * bn + delta**2 * self.count * bn / tot) / tot)
+        self.count.fill_(float(tot))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x.double() - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip).float()
+
+
+def critic_features(observations: dict) -> torch.Tensor:
+    """Low-dimensional env observation (B, D) for the critic: ``observation.state`` plus
+    ``observation.environment_state`` when present (float32). Images are not used."""
+    keys = [k for k in ("observation.state", "observation.environment_state") if k in observations]
+    arrs = [np.asarray(observations[k], np.float32).reshape(len(observations[keys[0]]), -1) for k in keys]
+    return torch.as_tensor(np.concatenate(arrs, axis=1))
+
+
+class Critic(nn.Module):
+    """V(s) MLP on :func:`critic_features` with a running input normaliser.
+
+    Args:
+        input_dim: feature size (6 or 13).
+        hidden: width (two hidden layers, Tanh).
+    """
+
+    def __init__(self, input_dim: int, hidden: int = 256):
+        super().__init__()
+        self.config = {"input_dim": input_dim, "hidden": hidden}
+        self.norm = RunningNorm(input_dim)
+        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) -> (B,) values."""
+        return self.net(self.norm(feats)).squeeze(-1)
+
+
+# ---------------------------------------------------------------------- GAE and PPO loss
+def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+                episode_end: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation over one env's sequence of decisions (time order).
+
+    Args:
+        rewards: (T,) scaled reward of each decision.
+        values: (T,) V(s_t).
+        next_values: (T,) V(s_{t+1}) of the observation after the decision (for a truncated
+            episode or the end of the rollout: V of the final observation).
+        terminated: (T,) bool, true terminal (no bootstrap).
+        episode_end: (T,) bool, the sequence is cut after t (terminated, truncated or rollout
+            end): the advantage recursion does not cross it.
+    Returns:
+        (advantages (T,), returns = advantages + values (T,)), float64.
+    """
+    T = len(rewards)
+    adv = np.zeros(T, np.float64)
+    last = 0.0
+    for t in range(T - 1, -1, -1):
+        nv = 0.0 if terminated[t] else next_values[t]
+        delta = rewards[t] + gamma * nv - values[t]
+        last = delta + (0.0 if episode_end[t] else gamma * lam * last)
+        adv[t] = last
+    return adv, adv + np.asarray(values, np.float64)
+
+
+def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float) -> tuple[torch.Tensor, dict]:
+    """PPO clipped policy loss (to minimise): mean(max(-A r, -A clip(r, 1-eps, 1+eps))).
+
+    Returns:
+        (loss, stats) with ``approx_kl`` ((r - 1) - log r, mean) and ``clipfrac``.
+    """
+    logratio = log_prob - old_log_prob
+    ratio = torch.exp(logratio)
+    loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+    with torch.no_grad():
+        stats = {"approx_kl": float(((ratio - 1) - logratio).mean()),
+                 "clipfrac": float(((ratio - 1).abs() > clip).float().mean())}
+    return loss, stats
+
+
+# ---------------------------------------------------------------------- the agent
+class ReinFlowAgent:
+    """Policy (any :class:`VLAPolicyInterface`) + noise head + critic + optimizers + a frozen
+    copy of the pretrained policy (for the BC regulariser).
+
+    Args:
+        policy: the pretrained policy (trained in place).
+        cfg: :class:`ReinFlowConfig`.
+        critic_input_dim: size of :func:`critic_features` for this env.
+        preset: trainable-parameter preset passed to ``policy.trainable_parameter_groups``.
+    """
+
+    def __init__(self, policy, cfg: ReinFlowConfig, critic_input_dim: int, preset: str = "all"):
+        self.policy = policy
+        self.cfg = cfg
+        self.noise_head = NoiseHead(policy.hidden_dim, policy.max_action_dim, cfg.sigma_min, cfg.sigma_max,
+                                    cfg.noise_hidden).to(policy.device)
+        self.critic = Critic(critic_input_dim, cfg.critic_hidden).to(policy.device)
+        groups = policy.trainable_parameter_groups(preset)
+        self.policy_params = [p for ps in groups.values() for p in ps]
+        self.policy_opt = torch.optim.Adam([
+            {"params": self.policy_params, "lr": cfg.policy_lr},
+            {"params": list(self.noise_head.parameters()), "lr": cfg.noise_lr},
+        ])
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.ref_policy = None
+        if cfg.bc_coef > 0:
+            self.ref_policy = copy.deepcopy(policy)
+            for p in self.ref_policy.parameters():
+                p.requires_grad_(False)
+        self.eval_mode()
+
+    def eval_mode(self) -> None:
+        """Eval mode everywhere (no dropout) for rollouts and log-prob recomputation."""
+        self.policy.model.eval()
+        self.noise_head.eval()
+        if self.ref_policy is not None:
+            self.ref_policy.model.eval()
+
+    def set_iteration(self, iteration: int) -> float:
+        """Apply the sigma schedule for ``iteration``; returns sigma_max."""
+        smax = self.cfg.sigma_max_at(iteration)
+        self.noise_head.set_bounds(self.cfg.sigma_min, smax)
+        return smax
+
+    @torch.no_grad()
+    def act(self, observations: dict, generator: torch.Generator | None, deterministic: bool = False,
+            task: str | None = None) -> tuple[np.ndarray, ChainSample]:
+        """Chunks for a batch of env observations: ((B, chunk, 6) MuJoCo radians, ChainSample)."""
+        batch = self.policy.prepare_batch(observations, task or self.policy.task)
+        s = sample_chain(self.policy, None if deterministic else self.noise_head, batch, self.cfg.num_steps,
+                         deterministic=deterministic, generator=generator)
+        return self.policy.to_mujoco_actions(s.x, batch), s
+
+    @torch.no_grad()
+    def values(self, observations: dict) -> np.ndarray:
+        """V for a batch of env observations: (B,) float64."""
+        return self.critic(critic_features(observations).to(self.policy.device)).double().cpu().numpy()
+
+    # -------------------------------------------------------------- checkpoint pieces
+    def state_dict(self) -> dict:
+        """Noise head, critic and optimizer states (the policy weights are saved by the caller)."""
+        return {"noise_head_config": dict(self.noise_head.config), "noise_head_state": _cpu(self.noise_head.state_dict()),
+                "critic_config": dict(self.critic.config), "critic_state": _cpu(self.critic.state_dict()),
+                "policy_optimizer": self.policy_opt.state_dict(), "critic_optimizer": self.critic_opt.state_dict(),
+                "reinflow_config": asdict(self.cfg),
+                "ref_policy_state": _cpu(self.ref_policy.model.state_dict()) if self.ref_policy is not None else None}
+
+    def load_state_dict(self, d: dict) -> None:
+        """Strict counterpart of :meth:`state_dict` (names mismatched keys, never partial)."""
+        from flow_policy import strict_load_state_dict
+
+        if d["noise_head_config"]["hidden_dim"] != self.noise_head.config["hidden_dim"]:
+            raise RuntimeError(f"noise head: checkpoint hidden_dim {d['noise_head_config']['hidden_dim']} vs "
+                               f"policy {self.noise_head.config['hidden_dim']}")
+        strict_load_state_dict(self.noise_head, d["noise_head_state"], "noise head")
+        strict_load_state_dict(self.critic, d["critic_state"], "critic")
+        self.policy_opt.load_state_dict(d["policy_optimizer"])
+        self.critic_opt.load_state_dict(d["critic_optimizer"])
+        if self.ref_policy is not None and d.get("ref_policy_state") is not None:
+            strict_load_state_dict(self.ref_policy.model, d["ref_policy_state"], "reference policy")
+
+
+def _cpu(sd: dict) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
+# ---------------------------------------------------------------------- rollout buffer
+@dataclass
+class RolloutBatch:
+    """Flattened decisions of one iteration.
+
+    Attributes:
+        observations: dict of (N, ...) numpy arrays (the env observation at each decision).
+        chains: (N, K+1, chunk, max_action_dim) float32.
+        log_probs: (N,) sampling-time log-probs.
+        advantages, returns: (N,) float32.
+    """
+
+    observations: dict
+    chains: torch.Tensor
+    log_probs: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.log_probs)
+
+    def obs_slice(self, idx: np.ndarray) -> dict:
+        return {k: v[idx] for k, v in self.observations.items()}
+
+
+def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutBatch, chunk: int = 1024) -> float:
+    """Recompute every stored chain's log-prob before any update and compare.
+
+    Returns:
+        max |exp(new - old) - 1| over the buffer.
+    Raises:
+        RuntimeError: it exceeds ``cfg.ratio_tol`` (sampling and recomputation disagree: a
+            different time grid, train-mode dropout, or a stale noise head).
+    """
+    agent.eval_mode()
+    worst = 0.0
+    with torch.no_grad():
+        for s in range(0, len(data), chunk):
+            idx = np.arange(s, min(len(data), s + chunk))
+            batch = agent.policy.prepare_batch(data.obs_slice(idx), agent.policy.task)
+            lp, _, _ = chain_log_prob(agent.policy, agent.noise_head, batch, data.chains[idx])
+            worst = max(worst, float((torch.exp(lp - data.log_probs[idx]) - 1).abs().max()))
+    if not worst <= agent.cfg.ratio_tol:
+        raise RuntimeError(f"ReinFlow: the recomputed PPO ratio before the first update is not 1 "
+                           f"(max |ratio - 1| = {worst:.3e} > {agent.cfg.ratio_tol:.0e}); sampling and "
+                           "log-prob recomputation disagree")
+    return worst
+
+
+def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generator: torch.Generator,
+               critic_obs_feats: torch.Tensor | None = None) -> dict[str, float]:
+    """PPO epochs on one iteration's rollouts (see the module docstring).
+
+    Args:
+        agent: the agent (its policy stays in eval mode; gradients still flow).
+        data: the iteration's decisions (advantages not yet normalised).
+        iteration: used for critic warm-up.
+        generator: seeds the minibatch permutation and the BC-regulariser noise.
+        critic_obs_feats: (N, D) :func:`critic_features` of ``data`` (computed if None).
+    Returns:
+        mean statistics: pg_loss, v_loss, entropy, bc_loss, approx_kl, clipfrac, sigma,
+        epochs (run), ratio_check (max |ratio - 1| before the update), policy_updated (0/1).
+    """
+    cfg = agent.cfg
+    agent.eval_mode()
+    n = len(data)
+    feats = critic_obs_feats if critic_obs_feats is not None else critic_features(data.observations)
+    feats = feats.to(agent.policy.device)
+    adv = data.advantages.clone()
+    if cfg.norm_adv and n > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    update_policy = iteration >= cfg.critic_warmup_iters
+    ratio_dev = check_ratio_is_one(agent, data)
+    stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_loss", "approx_kl", "clipfrac", "sigma")}
+    epochs_run = 0
+    stop = False
+    mb = max(1, min(cfg.batch_size, n))
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=generator).numpy()
+        n_mb = 0
+        agent.policy_opt.zero_grad(set_to_none=True)
+        agent.critic_opt.zero_grad(set_to_none=True)
+        starts = list(range(0, n, mb))
+        for j, s in enumerate(starts):
+            idx = perm[s : s + mb]
+            v = agent.critic(feats[idx])
+            v_loss = 0.5 * ((v - data.returns[idx]) ** 2).mean()
+            loss = cfg.vf_coef * v_loss
+            if update_policy:
+                batch = agent.policy.prepare_batch(data.obs_slice(idx), agent.policy.task)
+                lp, ent, sig = chain_log_prob(agent.policy, agent.noise_head, batch, data.chains[idx])
+                pg_loss, st = clipped_surrogate(lp, data.log_probs[idx], adv[idx], cfg.clip)
+                loss = loss + pg_loss - cfg.ent_coef * ent.mean()
+                if cfg.bc_coef > 0:
+                    bc = bc_regulariser(agent, batch, generator)
+                    loss = loss + cfg.bc_coef * bc
+                    stats["bc_loss"].append(bc.item())
+                stats["pg_loss"].append(pg_loss.item())
+                stats["entropy"].append(ent.mean().item())
+                stats["sigma"].append(sig.mean().item())
+                stats["approx_kl"].append(st["approx_kl"])
+                stats["clipfrac"].append(st["clipfrac"])
+            stats["v_loss"].append(v_loss.item())
+            (loss / cfg.grad_accum).backward()
+            n_mb += 1
+            if n_mb % cfg.grad_accum == 0 or j == len(starts) - 1:
+                nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.max_grad_norm)
+                agent.critic_opt.step()
+                if update_policy:
+                    nn.utils.clip_grad_norm_(agent.policy_params + list(agent.noise_head.parameters()), cfg.max_grad_norm)
+                    agent.policy_opt.step()
+                agent.policy_opt.zero_grad(set_to_none=True)
+                agent.critic_opt.zero_grad(set_to_none=True)
+                if update_policy and cfg.target_kl is not None and stats["approx_kl"] and stats["approx_kl"][-1] > cfg.target_kl:
+                    stop = True
+                    break
+        epochs_run += 1
+        if stop:
+            break
+    out = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
+    out.update(epochs=epochs_run, ratio_check=ratio_dev, policy_updated=float(update_policy),
+               early_stop=float(stop))
+    return out
+
+
+def bc_regulariser(agent: ReinFlowAgent, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """MSE (normalised action space, masked elements) between the deterministic chunks of the
+    fine-tuned and the frozen pretrained policy from the same x_0 (differentiable in the former)."""
+    pol, ref = agent.policy, agent.ref_policy
+    b = _batch_size(batch)
+    x = pol.sample_noise(b, generator=generator)
+    xr = x.clone()
+    k = agent.cfg.num_steps
+    dt = -1.0 / k
+    prefix = pol.build_prefix(batch)
+    with torch.no_grad():
+        ref_prefix = ref.build_prefix(batch)
+    for i in range(k):
+        t = torch.full((b,), 1.0 + i * dt, device=x.device)
+        x = x + dt * pol.denoise_step(prefix, x, t)
+        with torch.no_grad():
+            xr = xr + dt * ref.denoise_step(ref_prefix, xr, t)
+    m = noise_mask(pol, x.device)
+    return (((x - xr) ** 2) * m).sum() / (m.sum() * b)
+
+
+# ---------------------------------------------------------------------- evaluation
+def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num_steps: int | None = None,
+             stochastic: bool = False, noise_head: NoiseHead | None = None, on_chunk: Callable | None = None,
+             on_step: Callable | None = None) -> list[dict]:
+    """Run one episode per seed in a single env with the policy's chunks (n_action_steps executed).
+
+    The sampler's randomness (x_0, and eps when ``stochastic``) comes from a generator seeded with
+    the episode seed, so an episode with seed s is identical on every run.
+
+    Args:
+        agent_or_policy: a :class:`ReinFlowAgent` or a bare policy (deterministic only unless
+            ``noise_head`` is given).
+        make_env: returns a state-observation env (the same one for all episodes is fine).
+        seeds: episode seeds.
+        on_chunk: optional callback(episode_idx, decision_idx, obs, chunk (chunk, 6)).
+        on_step: optional callback(env) after every env step (videos).
+    Returns:
+        per-episode dicts: seed, return, length, success.
+    """
+    if isinstance(agent_or_policy, ReinFlowAgent):
+        policy, head = agent_or_policy.policy, agent_or_policy.noise_head
+        k = num_steps or agent_or_policy.cfg.num_steps
+    else:
+        policy, head = agent_or_policy, noise_head
+        k = num_steps or policy.num_denoise_steps
+    if stochastic and head is None:
+        raise ValueError("stochastic evaluation needs a noise head (a ReinFlow checkpoint)")
+    policy.model.eval()
+    env = make_env()
+    episodes = []
+    try:
+        for ei, seed in enumerate(seeds):
+            gen = torch.Generator().manual_seed(int(seed))
+            obs, _ = env.reset(seed=int(seed))
+            ret, length, success, done, d = 0.0, 0, False, False, 0
+            while not done:
+                batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()}, policy.task)
+                s = sample_chain(policy, head, batch, k, deterministic=not stochastic, generator=gen)
+                chunk = policy.to_mujoco_actions(s.x, batch)[0]
+                if on_chunk is not None:
+                    on_chunk(ei, d, obs, chunk)
+                d += 1
+                for a in chunk[: policy.n_action_steps]:
+                    obs, r, term, trunc, info = env.step(a)
+                    ret += float(r)
+                    length += 1
+                    success |= bool(info["is_success"])
+                    if on_step is not None:
+                        on_step(env)
+                    done = term or trunc
+                    if done:
+                        break
+            episodes.append({"seed": int(seed), "return": ret, "length": length, "success": bool(success)})
+    finally:
+        env.close()
+    return episodes
+
+
+__all__ = ["ReinFlowConfig", "NoiseHead", "gaussian_log_density", "noise_mask", "sample_chain", "chain_log_prob",
+           "ChainSample", "Critic", "RunningNorm", "critic_features", "compute_gae", "clipped_surrogate",
+           "ReinFlowAgent", "RolloutBatch", "check_ratio_is_one", "ppo_update", "bc_regulariser", "evaluate"]

@@ -1,0 +1,154 @@
+"""Run a BC or ReinFlow checkpoint in the MuJoCo env (model type auto-detected from the file).
+
+Copy-paste (from simulation_code/):
+
+    python run_reinflow_inference.py --checkpoint checkpoints/flow_reinflow.pt --episodes 10 --headless \
+        --video-dir ../outputs/reinflow_videos --summary-json ../outputs/reinflow_summary.json
+
+Same episode options as run_mujoco_simulation.py (rollout_utils.add_run_args: episodes, seed,
+env id, max steps, headless, videos, summary JSON). Episode i is reset with seed SEED+i and the
+sampler's noise is seeded with the same number, so every episode is reproducible. The policy
+runs the deterministic ODE sampler (the noise head is dropped at deployment) unless
+``--stochastic`` samples with the checkpoint's ReinFlow noise head. The first 3 inferences print
+debug output (observation, chunk, timing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import envs  # noqa: F401  (registers the env ids)
+import flow_policy as fp
+import rollout_utils as ru
+import so101_mujoco_utils as u
+from reinflow_smolvla import NoiseHead, sample_chain
+
+DEBUG_INFERENCES = 3
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="BC (train_flow_bc.py) or ReinFlow (train_reinflow.py) checkpoint")
+    p.add_argument("--model-type", default="auto", choices=("auto", "flow", "smolvla", "pi0"),
+                   help="override the model type recorded in the checkpoint (default: auto-detect)")
+    p.add_argument("--stochastic", action="store_true", help="sample with the ReinFlow noise head (ReinFlow checkpoints)")
+    p.add_argument("--num-denoise-steps", type=int, default=None,
+                   help="Euler steps K (default: the ReinFlow K, else the policy's)")
+    ru.add_run_args(p)
+    return p.parse_args(argv)
+
+
+def detect_model_type(ckpt: dict) -> str:
+    """Model type recorded in a checkpoint ("flow", "smolvla", "pi0").
+
+    Raises:
+        ValueError: the checkpoint records none.
+    """
+    mt = ckpt.get("model_type")
+    if mt not in ("flow", "smolvla", "pi0"):
+        raise ValueError(f"checkpoint records no known model_type (got {mt!r})")
+    return mt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    if not args.headless and not mujoco_rendering.has_display():
+        print("No display found: add --headless (videos still work with --video-dir).", file=sys.stderr)
+        return 2
+    ckpt = fp.load_checkpoint(args.checkpoint)
+    detected = detect_model_type(ckpt)
+    model_type = detected if args.model_type == "auto" else args.model_type
+    kind = ckpt.get("kind", "?")
+    print(f"checkpoint {args.checkpoint}: kind={kind}, model_type={detected}"
+          + (f" (overridden: {model_type})" if model_type != detected else "")
+          + f", iteration={ckpt.get('iteration', 0)}")
+    if model_type != "flow":
+        raise SystemExit(f"--model-type {model_type}: VLA ReinFlow checkpoints come with issue 6; this script runs "
+                         "flow checkpoints")
+    policy = fp.FlowPolicy.from_checkpoint(ckpt)
+    head = None
+    k = args.num_denoise_steps or policy.num_denoise_steps
+    if kind == "reinflow":
+        k = args.num_denoise_steps or ckpt["reinflow_config"]["num_steps"]
+        nh = ckpt["noise_head_config"]
+        head = NoiseHead(nh["hidden_dim"], nh["action_dim"], nh["sigma_min"], nh["sigma_max"], nh["width"],
+                         nh.get("detach_features", True))
+        fp.strict_load_state_dict(head, ckpt["noise_head_state"], "noise head")
+        head.eval()
+    if args.stochastic and head is None:
+        raise SystemExit("--stochastic needs a ReinFlow checkpoint (a BC checkpoint has no noise head)")
+
+    make_kwargs = {"obs_mode": "state", "include_env_state": True, "render_mode": None if args.headless else "human"}
+    if args.max_steps is not None:
+        make_kwargs["max_episode_steps"] = args.max_steps
+    env = gym.make(args.env_id, **make_kwargs)
+    env.unwrapped.render_camera = args.video_camera
+    name = f"flow-{kind}" + ("-stochastic" if args.stochastic else "")
+
+    episodes, n_inf = [], 0
+    t0 = time.perf_counter()
+    bar = tqdm(range(args.episodes), desc=f"{name} episodes", unit="ep")
+    try:
+        for i in bar:
+            seed = args.seed + i
+            gen = torch.Generator().manual_seed(seed)
+            obs, info = env.reset(seed=seed)
+            video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
+            if video:
+                video.append(env.unwrapped.render())
+            ep_return, length, success, done = 0.0, 0, False, False
+            while not done:
+                t_inf = time.perf_counter()
+                batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()})
+                s = sample_chain(policy, head, batch, k, deterministic=not args.stochastic, generator=gen)
+                chunk = policy.to_mujoco_actions(s.x, batch)[0]
+                if n_inf < DEBUG_INFERENCES:
+                    print(f"[debug inference {n_inf}] episode {i} step {length}: state(rad)={np.round(obs[u.OBS_STATE], 3)} "
+                          f"block(m)={np.round(obs[u.OBS_ENV_STATE][:3], 3)} K={k} "
+                          f"{'sigma=%.3f ' % s.sigma_mean if args.stochastic else ''}"
+                          f"chunk[0](rad)={np.round(chunk[0], 3)} chunk[{policy.n_action_steps - 1}]="
+                          f"{np.round(chunk[policy.n_action_steps - 1], 3)} ({1e3 * (time.perf_counter() - t_inf):.1f} ms)")
+                n_inf += 1
+                for a in chunk[: policy.n_action_steps]:
+                    obs, reward, terminated, truncated, info = env.step(a)
+                    ep_return += reward
+                    length += 1
+                    success = success or info["is_success"]
+                    done = terminated or truncated
+                    if video:
+                        video.append(env.unwrapped.render())
+                    if done:
+                        break
+            episodes.append({"seed": seed, "return": ep_return, "length": length, "success": bool(success),
+                             "block_start": env.unwrapped.initial_block_pos.tolist(),
+                             "video": str(video.close()) if video else None})
+            rate = sum(e["success"] for e in episodes) / len(episodes)
+            bar.set_postfix(success=f"{rate:.0%}", ret=f"{ep_return:.1f}")
+    finally:
+        env.close()
+    summary = ru.summarize(episodes, name, {
+        "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
+        "checkpoint": str(args.checkpoint), "checkpoint_kind": kind, "model_type": model_type,
+        "stochastic": bool(args.stochastic), "num_denoise_steps": k, "inferences": n_inf,
+    })
+    if args.summary_json:
+        ru.write_json_atomic(args.summary_json, summary)
+    lo, hi = summary["success_rate_ci95"]
+    print(f"{name}: success {summary['success_rate']:.0%} ({sum(e['success'] for e in episodes)}/{len(episodes)}, "
+          f"95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, mean length "
+          f"{summary['mean_length']:.0f} steps" + (f"; summary -> {args.summary_json}" if args.summary_json else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Behaviour cloning of the small flow policy on scripted demonstrations.
+
+Copy-paste (from simulation_code/):
+
+    python record_dataset.py --input scripted --output_dir ../datasets/scripted_demos --num_episodes 50 --seed 1000
+    python train_flow_bc.py --dataset ../datasets/scripted_demos --steps 3000 \
+        --checkpoint checkpoints/flow_bc.pt --eval-episodes 20
+
+Without a recorded dataset (development), ``--scripted-episodes N`` generates N demonstrations in
+memory from the env and the scripted expert (seeds ``--demo-seed`` + j).
+
+Trains :class:`flow_policy.FlowPolicy` with the flow-matching loss (SmolVLA's convention), Adam
+with a cosine schedule, shows a progress bar, and writes one checkpoint atomically (model type
+``flow``, ``kind: "bc"``, architecture config, normalisation stats, weights, optimizer state, RNG
+states, loss history). ``--eval-episodes N`` evaluates the result on seeds ``--eval-seed`` + i
+with the deterministic sampler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import flow_policy as fp
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", type=Path, help="LeRobotDataset v3 folder recorded by record_dataset.py")
+    src.add_argument("--scripted-episodes", type=int, help="generate this many demonstrations in memory instead")
+    p.add_argument("--demo-seed", type=int, default=100_000, help="first seed of in-memory demonstrations")
+    p.add_argument("--max-demo-episodes", type=int, default=None, help="use only the first N episodes of the data")
+    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/flow_bc.pt"), help="output checkpoint")
+    p.add_argument("--steps", type=int, default=3000, help="gradient steps")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--seed", type=int, default=0, help="torch seed (init, batches, flow noise)")
+    p.add_argument("--chunk-size", type=int, default=fp.FlowPolicyConfig.chunk_size)
+    p.add_argument("--n-action-steps", type=int, default=fp.FlowPolicyConfig.n_action_steps)
+    p.add_argument("--hidden-dim", type=int, default=fp.FlowPolicyConfig.hidden_dim)
+    p.add_argument("--depth", type=int, default=fp.FlowPolicyConfig.depth)
+    p.add_argument("--num-denoise-steps", type=int, default=fp.FlowPolicyConfig.num_denoise_steps, help="K at inference")
+    p.add_argument("--action-mode", default="delta", choices=("delta", "absolute"))
+    p.add_argument("--eval-episodes", type=int, default=0, help="evaluate on this many seeded episodes after training")
+    p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
+    p.add_argument("--env-id", default="SO101PickPlace-v0")
+    return p.parse_args(argv)
+
+
+def load_data(args) -> dict[str, np.ndarray]:
+    """Frames (MuJoCo radians) from the dataset or in-memory scripted episodes."""
+    if args.dataset is not None:
+        data = fp.load_lerobot_demonstrations(str(args.dataset))
+    else:
+        data = fp.scripted_demonstrations(args.scripted_episodes, args.demo_seed, args.env_id)
+    if args.max_demo_episodes is not None:
+        keep = np.unique(data["episode_index"])[: args.max_demo_episodes]
+        sel = np.isin(data["episode_index"], keep)
+        data = {k: v[sel] for k, v in data.items()}
+    return data
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    data = load_data(args)
+    n_eps = len(np.unique(data["episode_index"]))
+    cfg = fp.FlowPolicyConfig(chunk_size=args.chunk_size, n_action_steps=args.n_action_steps, hidden_dim=args.hidden_dim,
+                              depth=args.depth, num_denoise_steps=args.num_denoise_steps, action_mode=args.action_mode)
+    chunks = fp.chunk_targets(data["action"], data["episode_index"], cfg.chunk_size)
+    stats = fp.compute_norm_stats(data["state"], data["env_state"], chunks, cfg)
+    policy = fp.FlowPolicy(cfg, stats)
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    print(f"data: {n_eps} episodes, {len(chunks)} frames ({time.perf_counter() - t0:.1f} s); policy {n_params/1e3:.0f}k params")
+
+    obs_all = {"observation.state": data["state"], "observation.environment_state": data["env_state"]}
+    batch_all = policy.prepare_batch(obs_all)
+    chunks_t = torch.as_tensor(chunks)
+    opt = torch.optim.AdamW(policy.model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, args.steps), eta_min=args.lr * 0.05)
+    policy.model.train()
+    history = []
+    bar = tqdm(range(args.steps), desc="BC", unit="step")
+    ema = None
+    for step in bar:
+        idx = torch.as_tensor(rng.integers(0, len(chunks), args.batch_size))
+        batch = {k: v[idx] for k, v in batch_all.items()}
+        loss = policy.flow_matching_loss(batch, chunks_t[idx], generator=gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        lv = loss.item()
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        if step % 50 == 0 or step == args.steps - 1:
+            history.append({"step": step, "loss": ema})
+            bar.set_postfix(loss=f"{ema:.4f}")
+    policy.model.eval()
+    train_time = time.perf_counter() - t0
+
+    ckpt = policy.checkpoint_fields()
+    ckpt.update(kind="bc", iteration=0, bc_history=history, optimizer_state=opt.state_dict(),
+                rng_state={"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
+                bc_args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                bc_data={"episodes": int(n_eps), "frames": int(len(chunks))}, history=[])
+    eval_summary = None
+    if args.eval_episodes:
+        eval_summary = evaluate_checkpoint_policy(policy, args)
+        ckpt["bc_eval"] = eval_summary
+    fp.save_checkpoint(args.checkpoint, ckpt)
+    print(f"final loss {ema:.4f}; trained in {train_time:.0f} s; checkpoint -> {args.checkpoint}")
+    return 0
+
+
+def evaluate_checkpoint_policy(policy, args) -> dict:
+    """Deterministic-sampler evaluation on seeds eval_seed .. eval_seed + eval_episodes - 1."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+    from reinflow_smolvla import evaluate
+
+    seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
+    t0 = time.perf_counter()
+    eps = evaluate(policy, lambda: gym.make(args.env_id, obs_mode="state", include_env_state=True), seeds)
+    rate = float(np.mean([e["success"] for e in eps]))
+    ret = float(np.mean([e["return"] for e in eps]))
+    print(f"eval: success {rate:.0%} over {len(eps)} episodes, mean return {ret:.1f} ({time.perf_counter() - t0:.0f} s)")
+    return {"success_rate": rate, "mean_return": ret, "episodes": len(eps), "seeds": seeds}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""ReinFlow fine-tuning (PPO through the noise-injected denoising chain) in the MuJoCo env.
+
+Copy-paste (from simulation_code/), the small flow policy on a CPU:
+
+    python train_reinflow.py --model-type flow --init-checkpoint checkpoints/flow_bc.pt \
+        --parallel-envs 2 --iterations 60 --no-render --headless \
+        --checkpoint ../outputs/reinflow/flow_reinflow.pt --log-csv ../outputs/reinflow/log.csv
+    # continue the same run exactly where it stopped:
+    python train_reinflow.py --model-type flow --resume ../outputs/reinflow/flow_reinflow.pt --iterations 80 \
+        --parallel-envs 2 --no-render --headless --checkpoint ../outputs/reinflow/flow_reinflow.pt
+
+One iteration = every env of a Gymnasium ``AsyncVectorEnv`` (one process per env, ``--parallel-envs``)
+is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout-steps`` times;
+each policy decision samples a K-step noisy chain (reinflow_smolvla.sample_chain), executes the
+first ``n_action_steps`` actions of the chunk and stores the chain; then GAE over decisions and
+PPO epochs (reinflow_smolvla.ppo_update). Every ``--eval-every`` iterations the deterministic
+sampler is evaluated on the fixed seeds ``--eval-seed`` .. + ``--eval-episodes`` - 1. Logs: a tqdm
+bar with the latest success rate, a CSV row per iteration (``--log-csv``), optional TensorBoard
+(``--tensorboard DIR``) and W&B (``--wandb``). Checkpoints (``--checkpoint``) hold everything
+needed to continue exactly: model type, policy/noise-head/critic configs and weights, optimizer
+states, RNG states, iteration and statistics history; written atomically.
+
+``--model-type smolvla`` (the spec's default) and ``pi0`` run the VLA adapters through the same
+engine once they are available (issue 6); the flow policy needs ``--init-checkpoint`` or
+``--policy-path`` (a BC checkpoint from train_flow_bc.py).
+
+Rendering: training never opens a viewer (``--headless`` is accepted for compatibility);
+``--no-render`` disables the evaluation video that is otherwise written next to the checkpoint
+(``--eval-video``, first evaluation episode of the last evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import random
+import sys
+import time
+from dataclasses import fields
+from functools import partial
+from pathlib import Path
+
+import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from tqdm import tqdm
+
+import envs  # noqa: F401  (registers the env ids)
+import flow_policy as fp
+from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate, ppo_update
+
+MODEL_TYPES = ("smolvla", "pi0", "flow")
+#: Offsets that keep training, evaluation and demonstration seeds disjoint.
+TRAIN_SEED_BASE = 1_000_000
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = ReinFlowConfig()
+    g = p.add_argument_group("policy and run")
+    g.add_argument("--model-type", default="smolvla", choices=MODEL_TYPES, help="policy type (default %(default)s)")
+    g.add_argument("--policy-path", default=None, help="base policy: hub id / local dir (VLAs) or BC checkpoint (flow)")
+    g.add_argument("--init-checkpoint", default=None, help="BC checkpoint to start from (flow: same as --policy-path)")
+    g.add_argument("--resume", default=None, help="ReinFlow checkpoint to continue exactly (model, optimizers, RNG, history)")
+    g.add_argument("--checkpoint", type=Path, default=Path("reinflow_checkpoint.pt"), help="checkpoint to write")
+    g.add_argument("--iterations", type=int, default=None, help="stop after this many PPO iterations (total, incl. resumed)")
+    g.add_argument("--episodes", type=int, default=None, help="alternatively stop after this many training episodes (total)")
+    g.add_argument("--seed", type=int, default=0, help="seeds env resets, sampling noise, minibatches")
+    g.add_argument("--parallel-envs", type=int, default=2, help="envs in a gymnasium AsyncVectorEnv (1 = SyncVectorEnv)")
+    g.add_argument("--rollout-steps", type=int, default=300, help="env steps per env per iteration")
+    g.add_argument("--env-id", default="SO101PickPlace-v0")
+    g.add_argument("--max-episode-steps", type=int, default=None, help="override the registration's episode length")
+    g.add_argument("--save-every", type=int, default=5, help="checkpoint every N iterations (and at the end)")
+    g.add_argument("--no-render", action="store_true", help="no evaluation video")
+    g.add_argument("--headless", action="store_true", help="accepted for compatibility: training never opens a viewer")
+    g.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    g.add_argument("--device", default="cpu")
+    a = p.add_argument_group("algorithm (ReinFlow + PPO)")
+    a.add_argument("--denoise-steps", "-K", type=int, default=d.num_steps, help="K denoising steps (1-10)")
+    a.add_argument("--sigma-min", type=float, default=d.sigma_min)
+    a.add_argument("--sigma-max", type=float, default=d.sigma_max)
+    a.add_argument("--sigma-max-final", type=float, default=None, help="decay sigma_max linearly to this value")
+    a.add_argument("--sigma-decay-iters", type=int, default=d.sigma_decay_iters)
+    a.add_argument("--clip", type=float, default=d.clip, help="PPO ratio clip (0.1-0.2 small policy, ~0.01 VLAs)")
+    a.add_argument("--gamma", type=float, default=d.gamma, help="discount per decision (one executed chunk)")
+    a.add_argument("--gae-lambda", type=float, default=d.gae_lambda)
+    a.add_argument("--policy-lr", type=float, default=d.policy_lr)
+    a.add_argument("--noise-lr", type=float, default=d.noise_lr)
+    a.add_argument("--critic-lr", type=float, default=d.critic_lr)
+    a.add_argument("--epochs", type=int, default=d.epochs, help="PPO epochs per iteration")
+    a.add_argument("--batch-size", type=int, default=d.batch_size, help="PPO minibatch size (decisions)")
+    a.add_argument("--grad-accum", type=int, default=d.grad_accum, help="minibatches per optimizer step")
+    a.add_argument("--ent-coef", type=float, default=d.ent_coef)
+    a.add_argument("--bc-coef", type=float, default=d.bc_coef, help="BC regulariser weight toward the pretrained policy")
+    a.add_argument("--vf-coef", type=float, default=d.vf_coef)
+    a.add_argument("--target-kl", type=float, default=d.target_kl, help="early-stop KL (<= 0 disables)")
+    a.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
+    a.add_argument("--critic-warmup-iters", type=int, default=d.critic_warmup_iters)
+    a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
+    a.add_argument("--reward-clip", type=float, default=d.reward_clip,
+                   help="clip scaled per-decision rewards to +-this (<= 0 disables)")
+    e = p.add_argument_group("evaluation and logging")
+    e.add_argument("--eval-every", type=int, default=5, help="evaluate every N iterations (0 = never)")
+    e.add_argument("--eval-episodes", type=int, default=20)
+    e.add_argument("--eval-seed", type=int, default=0, help="first seed of the fixed evaluation episodes")
+    e.add_argument("--eval-at-start", action="store_true", help="also evaluate before the first iteration")
+    e.add_argument("--log-csv", type=Path, default=None, help="CSV of per-iteration statistics (default: next to the checkpoint)")
+    e.add_argument("--tensorboard", type=Path, default=None, help="TensorBoard log dir (needs the tensorboard package)")
+    e.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs wandb)")
+    e.add_argument("--wandb-project", default="so101-reinflow")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.iterations is None and args.episodes is None:
+        args.iterations = 100
+    return args
+
+
+def reinflow_config(args) -> ReinFlowConfig:
+    return ReinFlowConfig(
+        num_steps=args.denoise_steps, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
+        sigma_max_final=args.sigma_max_final, sigma_decay_iters=args.sigma_decay_iters, clip=args.clip,
+        gamma=args.gamma, gae_lambda=args.gae_lambda, policy_lr=args.policy_lr, critic_lr=args.critic_lr,
+        noise_lr=args.noise_lr, epochs=args.epochs, batch_size=args.batch_size, grad_accum=args.grad_accum,
+        ent_coef=args.ent_coef, bc_coef=args.bc_coef, vf_coef=args.vf_coef,
+        target_kl=args.target_kl if args.target_kl and args.target_kl > 0 else None,
+        max_grad_norm=args.max_grad_norm, critic_warmup_iters=args.critic_warmup_iters, reward_scale=args.reward_scale,
+        reward_clip=args.reward_clip if args.reward_clip and args.reward_clip > 0 else None)
+
+
+def load_base_policy(args, ckpt: dict | None):
+    """The policy to fine-tune: from the resume checkpoint, a BC checkpoint, or a VLA adapter.
+
+    Raises:
+        SystemExit: missing path, or a VLA type whose adapter cannot run here (with the reason).
+    """
+    if args.model_type == "flow":
+        if ckpt is not None:
+            return fp.FlowPolicy.from_checkpoint(ckpt, device=args.device)
+        path = args.init_checkpoint or args.policy_path
+        if path is None:
+            raise SystemExit("--model-type flow needs --init-checkpoint (or --policy-path) = a BC checkpoint from "
+                             "train_flow_bc.py, or --resume")
+        return fp.FlowPolicy.from_checkpoint(fp.load_checkpoint(path), device=args.device)
+    try:
+        if args.model_type == "smolvla":
+            from smolvla_adapter import SmolVLAAdapter as Adapter
+        else:
+            from pi0_adapter import PI0Adapter as Adapter
+    except ImportError as exc:  # pragma: no cover - depends on the checkout
+        raise SystemExit(f"--model-type {args.model_type}: adapter not available ({exc}); use --model-type flow") from exc
+    raise SystemExit(f"--model-type {args.model_type}: ReinFlow for the VLA adapters ({Adapter.__name__}) is wired "
+                     "in issue 6 (image observations, expert presets, tiny-model CI); use --model-type flow")
+
+
+def make_env_fn(args):
+    kw = {"obs_mode": "state", "include_env_state": True}
+    if args.max_episode_steps:
+        kw["max_episode_steps"] = args.max_episode_steps
+    return partial(gym.make, args.env_id, **kw)
+
+
+def make_vector_env(args):
+    """``--parallel-envs`` envs; same-step autoreset (``final_obs`` / ``final_info`` in infos)."""
+    fns = [make_env_fn(args)] * args.parallel_envs
+    if args.parallel_envs == 1:
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def iteration_seed(seed: int, iteration: int) -> int:
+    """Seed of everything random in ``iteration`` (env resets, chains, minibatches)."""
+    return (seed * 1_000_003 + iteration * 7919 + 17) % (2**31 - 1)
+
+
+def rng_states() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_states(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def _obs_at(obs: dict, i: int) -> dict:
+    return {k: np.array(v[i]) for k, v in obs.items()}
+
+
+def _stack_obs(items: list[dict]) -> dict:
+    return {k: np.stack([o[k] for o in items]) for k in items[0]}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed % (2**32))
+    random.seed(args.seed)
+
+    ckpt = fp.load_checkpoint(args.resume) if args.resume else None
+    if ckpt is not None and ckpt.get("model_type") != args.model_type:
+        raise SystemExit(f"--resume {args.resume} holds model_type {ckpt.get('model_type')!r}, not {args.model_type!r}")
+    policy = load_base_policy(args, ckpt)
+    if ckpt is not None and ckpt.get("reinflow_config"):
+        cfg = ReinFlowConfig(**{f.name: ckpt["reinflow_config"][f.name] for f in fields(ReinFlowConfig)
+                                if f.name in ckpt["reinflow_config"]})
+        print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
+    else:
+        cfg = reinflow_config(args)
+    probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
+    critic_dim = critic_features({k: v[None] for k, v in probe.reset(seed=0)[0].items()}).shape[1]
+    probe.close()
+    agent = ReinFlowAgent(policy, cfg, critic_dim)
+    if ckpt is not None and ckpt.get("kind") == "reinflow":
+        agent.load_state_dict(ckpt)
+        set_rng_states(ckpt["rng_state"])
+        start_it, history = int(ckpt["iteration"]), list(ckpt.get("history", []))
+        bc_source = ckpt.get("bc_source")
+        print(f"resumed {args.resume} at iteration {start_it} ({len(history)} logged iterations)")
+    else:
+        start_it, history = 0, []
+        bc_source = str(args.init_checkpoint or args.policy_path or "")
+    total_episodes = sum(h.get("episodes", 0) for h in history)
+    total_env_steps = history[-1]["env_steps"] if history else 0
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    print(f"{args.model_type} policy {n_params/1e3:.0f}k params, K={cfg.num_steps}, chunk={policy.chunk_size}, "
+          f"n_action_steps={policy.n_action_steps}, sigma=[{cfg.sigma_min}, {cfg.sigma_max}], envs={args.parallel_envs}")
+
+    log_csv = args.log_csv or args.checkpoint.with_suffix(".csv")
+    tb = wb = None
+    if args.tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise SystemExit(f"--tensorboard needs the tensorboard package ({exc}); pip install tensorboard") from exc
+        tb = SummaryWriter(str(args.tensorboard))
+    if args.wandb:
+        try:
+            import wandb
+        except ImportError as exc:
+            raise SystemExit(f"--wandb needs the wandb package ({exc}); pip install wandb") from exc
+        wb = wandb.init(project=args.wandb_project, config=vars(args))
+
+    eval_seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
+    eval_env_fn = make_env_fn(args)
+    last_eval = next((h for h in reversed(history) if h.get("eval_success") == h.get("eval_success")
+                      and h.get("eval_success") is not None), None)
+    latest_success = last_eval["eval_success"] if last_eval else float("nan")
+
+    def run_eval(iteration: int) -> dict:
+        eps = evaluate(agent, eval_env_fn, eval_seeds)
+        return {"eval_success": float(np.mean([e["success"] for e in eps])),
+                "eval_return": float(np.mean([e["return"] for e in eps])), "eval_iteration": iteration}
+
+    def save(iteration: int) -> None:
+        out = policy.checkpoint_fields()
+        out.update(agent.state_dict())
+        out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
+                   bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+        fp.save_checkpoint(args.checkpoint, out)
+
+    if args.eval_at_start and start_it == 0 and args.eval_episodes:
+        ev = run_eval(0)
+        latest_success = ev["eval_success"]
+        history.append({"iteration": 0, "env_steps": 0, "episodes": 0, **ev, "initial_eval": True})
+        print(f"initial eval: success {ev['eval_success']:.0%}, return {ev['eval_return']:.1f}")
+
+    vec = make_vector_env(args)
+    n_envs = args.parallel_envs
+    n_exec = policy.n_action_steps
+    t_start = time.perf_counter()
+    end_it = args.iterations if args.iterations is not None else 10**9
+    bar = tqdm(range(start_it, end_it), initial=start_it, total=args.iterations, desc="ReinFlow", unit="it",
+               disable=args.quiet)
+    try:
+        for it in bar:
+            if args.episodes is not None and total_episodes >= args.episodes:
+                break
+            t_it = time.perf_counter()
+            sigma_max = agent.set_iteration(it)
+            it_seed = iteration_seed(args.seed, it)
+            gen = torch.Generator().manual_seed(it_seed)
+            agent.eval_mode()
+
+            # ---------------------------------------------------------- rollout
+            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)])
+            queues: list[list[np.ndarray]] = [[] for _ in range(n_envs)]
+            open_dec: list[dict | None] = [None] * n_envs
+            decisions: list[list[dict]] = [[] for _ in range(n_envs)]
+            ep_ret = np.zeros(n_envs)
+            ep_len = np.zeros(n_envs, int)
+            finished: list[dict] = []
+            sig_means = []
+            for _step in range(args.rollout_steps):
+                need = [i for i in range(n_envs) if not queues[i]]
+                if need:
+                    sub = {k: v[need] for k, v in obs.items()}
+                    chunks, sample = agent.act(sub, gen)
+                    sig_means.append(sample.sigma_mean)
+                    for j, i in enumerate(need):
+                        open_dec[i] = {"obs": _obs_at(obs, i), "chain": sample.chain[j], "log_prob": sample.log_prob[j],
+                                       "reward": 0.0}
+                        queues[i] = list(chunks[j][:n_exec])
+                actions = np.stack([queues[i].pop(0) for i in range(n_envs)])
+                obs, reward, term, trunc, infos = vec.step(actions)
+                ep_ret += reward
+                ep_len += 1
+                for i in range(n_envs):
+                    dec = open_dec[i]
+                    dec["reward"] += float(reward[i])
+                    if term[i] or trunc[i]:
+                        final_info = infos["final_info"]
+                        success = bool(final_info["is_success"][i]) if "is_success" in final_info else bool(term[i])
+                        dec.update(terminated=bool(term[i]), end=True, next_obs=dict(infos["final_obs"][i]))
+                        decisions[i].append(dec)
+                        finished.append({"return": float(ep_ret[i]), "length": int(ep_len[i]), "success": success})
+                        ep_ret[i], ep_len[i] = 0.0, 0
+                        queues[i], open_dec[i] = [], None
+                    elif not queues[i]:
+                        dec.update(terminated=False, end=False, next_obs=_obs_at(obs, i))
+                        decisions[i].append(dec)
+                        open_dec[i] = None
+            for i in range(n_envs):  # rollout cut: bootstrap from the current observation
+                if open_dec[i] is not None:
+                    open_dec[i].update(terminated=False, end=True, next_obs=_obs_at(obs, i))
+                    decisions[i].append(open_dec[i])
+
+            # ---------------------------------------------------------- advantages
+            flat = [d for per_env in decisions for d in per_env]
+            all_obs = _stack_obs([d["obs"] for d in flat])
+            feats = critic_features(all_obs)
+            agent.critic.norm.update(feats)
+            values = agent.values(all_obs)
+            next_values = agent.values(_stack_obs([d["next_obs"] for d in flat]))
+            adv_parts, ret_parts, pos = [], [], 0
+            for per_env in decisions:
+                n = len(per_env)
+                r = np.array([d["reward"] for d in per_env]) * cfg.reward_scale
+                if cfg.reward_clip is not None:
+                    r = np.clip(r, -cfg.reward_clip, cfg.reward_clip)
+                adv, ret = compute_gae(r, values[pos:pos + n], next_values[pos:pos + n],
+                                       np.array([d["terminated"] for d in per_env]), np.array([d["end"] for d in per_env]),
+                                       cfg.gamma, cfg.gae_lambda)
+                adv_parts.append(adv)
+                ret_parts.append(ret)
+                pos += n
+            data = RolloutBatch(all_obs, torch.stack([d["chain"] for d in flat]), torch.stack([d["log_prob"] for d in flat]),
+                                torch.as_tensor(np.concatenate(adv_parts), dtype=torch.float32),
+                                torch.as_tensor(np.concatenate(ret_parts), dtype=torch.float32))
+            t_roll = time.perf_counter() - t_it
+
+            # ---------------------------------------------------------- PPO update
+            upd = ppo_update(agent, data, it, gen, feats)
+
+            # ---------------------------------------------------------- log / eval / save
+            total_episodes += len(finished)
+            total_env_steps += args.rollout_steps * n_envs
+            row = {"iteration": it + 1, "env_steps": total_env_steps, "episodes": len(finished),
+                   "total_episodes": total_episodes, "decisions": len(data),
+                   "train_success": float(np.mean([f["success"] for f in finished])) if finished else float("nan"),
+                   "train_return": float(np.mean([f["return"] for f in finished])) if finished else float("nan"),
+                   "train_length": float(np.mean([f["length"] for f in finished])) if finished else float("nan"),
+                   "sigma_max": sigma_max, "sigma_sampled": float(np.mean(sig_means)) if sig_means else float("nan"),
+                   "value_mean": float(values.mean()), "adv_std": float(data.advantages.std()),
+                   **{k: upd[k] for k in ("pg_loss", "v_loss", "entropy", "bc_loss", "approx_kl", "clipfrac", "sigma",
+                                          "epochs", "ratio_check", "policy_updated", "early_stop")},
+                   "rollout_s": t_roll, "iter_s": 0.0, "wall_s": 0.0}
+            if args.eval_every and args.eval_episodes and ((it + 1) % args.eval_every == 0 or it + 1 == end_it):
+                ev = run_eval(it + 1)
+                latest_success = ev["eval_success"]
+                row.update(ev)
+            else:
+                row.update(eval_success=float("nan"), eval_return=float("nan"))
+            row["iter_s"] = time.perf_counter() - t_it
+            row["wall_s"] = (history[-1].get("wall_s", 0.0) if history else 0.0) + row["iter_s"]
+            history.append(row)
+            write_csv_row(log_csv, row, fresh=(it == 0 and args.resume is None))
+            if tb is not None:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and v == v:
+                        tb.add_scalar(k, v, it + 1)
+            if wb is not None:
+                wb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=it + 1)
+            bar.set_postfix(eval=f"{latest_success:.0%}" if latest_success == latest_success else "-",
+                            train=f"{row['train_success']:.0%}" if row["train_success"] == row["train_success"] else "-",
+                            ret=f"{row['train_return']:.0f}" if row["train_return"] == row["train_return"] else "-",
+                            kl=f"{upd['approx_kl']:.3f}" if upd["approx_kl"] == upd["approx_kl"] else "-")
+            if (it + 1) % args.save_every == 0 or it + 1 == end_it:
+                save(it + 1)
+        final_it = len([h for h in history if not h.get("initial_eval")])
+        save(final_it)
+    finally:
+        vec.close()
+        if tb is not None:
+            tb.close()
+        if wb is not None:
+            wb.finish()
+    print(f"done: {final_it} iterations, {total_episodes} training episodes, {total_env_steps} env steps, "
+          f"{time.perf_counter() - t_start:.0f} s; latest eval success {latest_success:.0%}; checkpoint -> {args.checkpoint}")
+    return 0
+
+
+CSV_FIELDS = ["iteration", "env_steps", "episodes", "total_episodes", "decisions", "train_success", "train_return",
+              "train_length", "eval_success", "eval_return", "sigma_max", "sigma_sampled", "sigma", "entropy", "pg_loss",
+              "v_loss", "bc_loss", "approx_kl", "clipfrac", "epochs", "early_stop", "ratio_check", "policy_updated",
+              "value_mean", "adv_std", "rollout_s", "iter_s", "wall_s"]
+
+
+def write_csv_row(path: Path, row: dict, fresh: bool) -> None:
+    """Append one iteration to the CSV (header when the file is new or ``fresh``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = fresh or not path.exists()
+    with open(path, "w" if new else "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items() if k in CSV_FIELDS})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

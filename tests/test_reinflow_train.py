@@ -1,0 +1,105 @@
+"""End-to-end ReinFlow scripts on tiny settings (CI trains nothing long): BC -> train_reinflow.py
+with --parallel-envs 2 -> resume exactness -> strict loading -> inference auto-detect -> stats."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+import flow_policy as fp  # noqa: E402
+import print_checkpoint_stats  # noqa: E402
+import run_reinflow_inference  # noqa: E402
+import train_flow_bc  # noqa: E402
+import train_reinflow  # noqa: E402
+
+TINY_RL = ["--model-type", "flow", "--rollout-steps", "12", "--max-episode-steps", "10", "--eval-every", "1",
+           "--eval-episodes", "1", "--batch-size", "4", "--epochs", "2", "--critic-warmup-iters", "1", "--quiet",
+           "--no-render", "--headless", "--save-every", "1", "--seed", "3", "--policy-lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def bc_ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bc") / "bc.pt"
+    assert train_flow_bc.main(["--scripted-episodes", "1", "--steps", "3", "--batch-size", "8", "--hidden-dim", "32",
+                               "--depth", "1", "--checkpoint", str(out)]) == 0
+    return out
+
+
+def test_bc_checkpoint_contents(bc_ckpt):
+    ckpt = fp.load_checkpoint(bc_ckpt)
+    assert ckpt["kind"] == "bc" and ckpt["model_type"] == "flow"
+    assert ckpt["policy_config"]["hidden_dim"] == 32
+    pol = fp.FlowPolicy.load(str(bc_ckpt))
+    assert pol.chunk_size == 8 and pol.n_action_steps == 4
+
+
+def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
+    straight = tmp_path / "straight.pt"
+    assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "2",
+                                          "--checkpoint", str(straight)]) == 0
+    ck = fp.load_checkpoint(straight)
+    assert ck["kind"] == "reinflow" and ck["iteration"] == 2 and len(ck["history"]) == 2
+    assert ck["history"][1]["policy_updated"] == 1.0 and ck["history"][1]["ratio_check"] <= 1e-5
+    rows = list(csv.DictReader(open(straight.with_suffix(".csv"))))
+    assert [r["iteration"] for r in rows] == ["1", "2"] and rows[1]["eval_success"] != ""
+    for key in ("policy_optimizer", "critic_optimizer", "rng_state", "noise_head_config", "critic_config"):
+        assert key in ck
+
+    half = tmp_path / "half.pt"
+    assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "1",
+                                          "--checkpoint", str(half)]) == 0
+    assert train_reinflow.main(TINY_RL + ["--resume", str(half), "--parallel-envs", "2", "--iterations", "2",
+                                          "--checkpoint", str(half)]) == 0
+    ch = fp.load_checkpoint(half)
+    assert ch["iteration"] == 2
+    for part in ("policy_state", "noise_head_state", "critic_state"):
+        for k, v in ck[part].items():
+            assert torch.equal(v, ch[part][k]), f"{part}.{k} differs after resume"
+    same = lambda x, y: x == y or (x != x and y != y)  # noqa: E731  (nan-aware)
+    for a, b in zip(ck["history"], ch["history"]):
+        assert same(a["pg_loss"], b["pg_loss"]) and same(a["v_loss"], b["v_loss"]) and a["env_steps"] == b["env_steps"]
+
+
+def test_strict_load_names_mismatched_keys(bc_ckpt, tmp_path):
+    ckpt = fp.load_checkpoint(bc_ckpt)
+    ckpt["policy_state"]["velocity.99.weight"] = torch.zeros(1)
+    del ckpt["policy_state"]["obs_encoder.0.0.bias"]
+    with pytest.raises(RuntimeError, match=r"velocity\.99\.weight") as e:
+        fp.FlowPolicy.from_checkpoint(ckpt)
+    assert "obs_encoder.0.0.bias" in str(e.value) and "nothing was loaded" in str(e.value)
+    ckpt = fp.load_checkpoint(bc_ckpt)
+    ckpt["policy_config"]["hidden_dim"] = 48  # architecture differs from the stored weights
+    with pytest.raises(RuntimeError, match="shape mismatches"):
+        fp.FlowPolicy.from_checkpoint(ckpt)
+    bad = tmp_path / "not_a_ckpt.pt"
+    torch.save({"weights": 1}, bad)
+    with pytest.raises(ValueError, match="not a"):
+        fp.load_checkpoint(bad)
+
+
+def test_inference_autodetects_bc_and_reinflow(bc_ckpt, tmp_path, capsys):
+    rl = tmp_path / "rl.pt"
+    assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "1", "--iterations", "1",
+                                          "--eval-every", "0", "--checkpoint", str(rl)]) == 0
+    for path, kind, extra in ((bc_ckpt, "bc", []), (rl, "reinflow", ["--stochastic"])):
+        summary = tmp_path / f"{kind}.json"
+        assert run_reinflow_inference.main(["--checkpoint", str(path), "--episodes", "2", "--max-steps", "6",
+                                            "--headless", "--summary-json", str(summary)] + extra) == 0
+        s = json.loads(summary.read_text())
+        assert s["model_type"] == "flow" and s["checkpoint_kind"] == kind and s["episodes"] == 2
+    out = capsys.readouterr().out
+    assert "[debug inference 0]" in out and "[debug inference 2]" in out and "[debug inference 3]" not in out
+    # same seed -> same episode
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for p in (a, b):
+        run_reinflow_inference.main(["--checkpoint", str(rl), "--episodes", "1", "--max-steps", "8", "--headless",
+                                     "--stochastic", "--seed", "7", "--summary-json", str(p)])
+    assert json.loads(a.read_text())["per_episode"][0]["return"] == json.loads(b.read_text())["per_episode"][0]["return"]
+    with pytest.raises(SystemExit, match="noise head"):
+        run_reinflow_inference.main(["--checkpoint", str(bc_ckpt), "--stochastic", "--headless"])
+    png = tmp_path / "curves.png"
+    assert print_checkpoint_stats.main(["--checkpoint", str(rl), "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
