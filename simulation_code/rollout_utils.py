@@ -23,7 +23,7 @@ import numpy as np
 import so101_mujoco_utils as u
 
 #: Policies ``--model-type`` accepts, and the one used when the flag is absent.
-MODEL_TYPES = ("smolvla", "pi0", "scripted")
+MODEL_TYPES = ("smolvla", "pi0", "scripted", "flow")
 DEFAULT_MODEL_TYPE = "smolvla"
 
 
@@ -121,6 +121,17 @@ def make_sim_policy(model_type: str, args: argparse.Namespace, env):
         return ScriptedSimPolicy(env)
     if model_type in ("smolvla", "pi0"):
         return VLASimPolicy(load_vla_policy(model_type, args))
+    if model_type == "flow":  # small flow policy: a BC/ReinFlow checkpoint file (flow_policy.py)
+        path = getattr(args, "policy_path", None)
+        if not path:
+            raise PolicySetupError("--model-type flow needs --policy-path = a flow checkpoint "
+                                   "(e.g. checkpoints/flow_reinflow.pt)")
+        from flow_policy import FlowSimPolicy
+
+        try:
+            return FlowSimPolicy(path, seed=getattr(args, "seed", 0))
+        except (FileNotFoundError, ValueError, RuntimeError) as e:
+            raise PolicySetupError(str(e)) from e
     raise ValueError(f"Unknown --model-type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
 
 
