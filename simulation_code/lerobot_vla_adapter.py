@@ -541,9 +541,16 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
 
         module_name, class_name = cls.POLICY_CLASS_PATH
         policy_cls = getattr(importlib.import_module(module_name), class_name)
+        # Weights that get transformed (Pi0 quantization) are built on the CPU first, so the float32
+        # model never has to fit on the accelerator.
+        transform = cls._weight_transform(dev, quantize)
+        cfg.device = "cpu" if transform else dev.type
         policy = cls._build_policy(policy_cls, policy_dir, cfg)
         _verify_weights(policy, policy_dir / "model.safetensors")
+        weights_info = transform(policy) if transform else {"quantized": None}
+        cfg.device = dev.type
         policy.to(dev).eval()
+        info.update(weights_info)
         pre, post = make_pre_post_processors(cfg, pretrained_path=str(policy_dir),
                                              preprocessor_overrides=pre_overrides,
                                              postprocessor_overrides=post_overrides)
@@ -564,7 +571,6 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         adapter = cls(policy, pre, post, frame=frame_name, camera_map=cmap, task=run_task, device=dev,
                       policy_dir=policy_dir, info=info, warnings=warn, debug_inferences=debug_inferences,
                       verbose=verbose)
-        adapter._after_load(quantize)
         info.update(chunk_size=adapter.chunk_size, n_action_steps=adapter.n_action_steps,
                     num_denoise_steps=adapter.num_denoise_steps, action_dim=adapter.action_dim,
                     device=str(dev))
@@ -572,9 +578,13 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
             adapter._print_load_report()
         return adapter
 
-    def _after_load(self, quantize: bool | None) -> None:
-        """Model-specific post-load steps (Pi0: quantization)."""
-        self.info["quantized"] = None
+    @classmethod
+    def _weight_transform(cls, device: torch.device, quantize: bool | None):
+        """None, or a function ``policy -> info dict`` applied to the freshly loaded CPU weights
+        before they move to ``device`` (Pi0: quantization)."""
+        if quantize:
+            raise ValueError(f"--quantize is only supported for pi0, not {cls.model_type}")
+        return None
 
     def _print_load_report(self) -> None:
         i, tag = self.info, f"[{self.model_type}]"

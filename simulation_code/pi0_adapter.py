@@ -71,8 +71,12 @@ class PI0Adapter(LeRobotVLAAdapter):
         with tiny_pi0_architecture(arch):
             return policy_cls.from_pretrained(str(policy_dir), config=cfg, strict=True)
 
-    def _after_load(self, quantize: bool | None) -> None:
-        self.info.update(pi0_quantization.apply_quantization(self.policy, self.device, quantize))
+    @classmethod
+    def _weight_transform(cls, device: torch.device, quantize: bool | None):
+        want = pi0_quantization.default_quantize(device) if quantize is None else bool(quantize)
+        if not want:
+            return lambda policy: {"quantized": None, "quantization_note": "float weights (--quantize for 4-bit)"}
+        return lambda policy: pi0_quantization.apply_quantization(policy, device, True)
 
     def _expert_module(self) -> torch.nn.Module:
         # the transformer only: the expert's lm_head is never used (no gradient, nothing to train)
