@@ -514,8 +514,9 @@ def finish_folder(ds, created: bool, saved: int, seconds: float) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, choices=INPUTS, help="who drives the arm")
-    p.add_argument("--output_dir", "--output-dir", dest="output_dir", type=Path, required=True,
-                   help="dataset folder (LeRobotDataset root); must not exist unless --resume/--overwrite")
+    p.add_argument("--output_dir", "--output-dir", dest="output_dir", type=Path, default=None,
+                   help="dataset folder (LeRobotDataset root); must not exist unless --resume/--overwrite "
+                        "(default: <repo>/datasets/so101_<input>)")
     p.add_argument("--task", default=u.DEFAULT_TASK,
                    help="language instruction stored with every frame; use the same string at inference "
                         "(default: %(default)r)")
@@ -542,6 +543,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--keep-failed", action="store_true", help="--input scripted: also save episodes the expert failed")
     p.add_argument("--no-viewer", action="store_true", help="teleop: no MuJoCo viewer window")
     args = p.parse_args(argv)
+    if args.output_dir is None:
+        args.output_dir = u.REPO_ROOT / "datasets" / f"so101_{args.input}"
     if args.repo_id is None:
         args.repo_id = f"local/{args.output_dir.resolve().name}"
     if args.max_steps is None:

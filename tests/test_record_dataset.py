@@ -144,6 +144,19 @@ def test_fps_must_divide_control_rate():
         rd.parse_args(["--input", "scripted", "--output_dir", "x", "--fps", "30"])
 
 
+def test_lower_fps_records_every_kth_step(tmp_path):
+    root = tmp_path / "fps5"
+    assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "32",
+                    "--repo-id", REPO_ID, "--fps", "5"]) == 0
+    ds = load(root)
+    meta = json.loads((root / rd.RECORDING_META).read_text())
+    assert ds.fps == 5 and meta["steps_per_frame"] == 2 and meta["control_hz"] == 10
+    assert ds.num_frames == meta["episodes"][0]["frames"]
+    # seed 0 at 10 fps takes ~33 frames; at 5 fps about half as many
+    assert 10 <= ds.num_frames <= 25
+    assert rd.parse_args(["--input", "scripted"]).output_dir == u.REPO_ROOT / "datasets" / "so101_scripted"
+
+
 def test_executable_action_is_what_the_dataset_stores():
     q = u.home_pose_rad() + 0.123456789
     stored, target = rd.executable_action(q)
