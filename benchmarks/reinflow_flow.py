@@ -1,0 +1,120 @@
+"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~20-30 min)
+
+Copy-paste (from the repository root):
+
+    .venv/bin/python benchmarks/reinflow_flow.py --out outputs/bench_reinflow --ship
+
+Steps (each one a subprocess running the project's own scripts, from simulation_code/):
+ 1. record scripted demonstrations with record_dataset.py (LeRobotDataset v3; block pose
+    reconstructed by replaying the recorded seeds, see flow_policy.load_lerobot_demonstrations);
+ 2. BC-train the flow policy deliberately short of mastery (few demos, few steps);
+ 3. evaluate it on ``--eval-episodes`` held-out seeded randomized episodes (seeds 0..N-1;
+    demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
+    sampler (run_reinflow_inference.py);
+ 4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py);
+ 5. evaluate the fine-tuned policy on the same episodes;
+ 6. print before/after success rates, mean returns, env steps and wall time, and write
+    ``OUT/results.json``. ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SIM = ROOT / "simulation_code"
+PY = sys.executable
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run one step from simulation_code/, tee its output to ``log``; returns seconds.
+
+    Raises:
+        SystemExit: the step failed (names the log).
+    """
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, cwd=SIM, stdout=f, stderr=subprocess.STDOUT)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"step failed (rc={p.returncode}); see {log}")
+    print(f"  ok ({dt:.0f} s)", flush=True)
+    return dt
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_reinflow")
+    ap.add_argument("--demos", type=int, default=30, help="scripted demonstrations for BC")
+    ap.add_argument("--demo-seed", type=int, default=5000)
+    ap.add_argument("--bc-steps", type=int, default=1500, help="BC gradient steps (short of mastery)")
+    ap.add_argument("--eval-episodes", type=int, default=100)
+    ap.add_argument("--iterations", type=int, default=25, help="ReinFlow PPO iterations")
+    ap.add_argument("--rollout-steps", type=int, default=1000, help="env steps per env per iteration")
+    ap.add_argument("--reinflow-args", default="--policy-lr 5e-6 --clip 0.1 --target-kl 0.01 --epochs 5 "
+                    "--batch-size 256 --sigma-min 0.04 --sigma-max 0.1 --bc-coef 1.0 --critic-warmup-iters 2",
+                    help="extra train_reinflow.py flags")
+    ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
+    ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
+    args = ap.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    times = {}
+    demos, bc, rl = out / "demos", out / "flow_bc.pt", out / "flow_reinflow.pt"
+    if not args.skip_record:
+        if demos.exists():
+            shutil.rmtree(demos)
+        times["record"] = run([PY, "record_dataset.py", "--input", "scripted", "--output_dir", str(demos),
+                               "--num_episodes", str(args.demos), "--seed", str(args.demo_seed), "--image-size", "64"],
+                              out / "record.log")
+    times["bc"] = run([PY, "train_flow_bc.py", "--dataset", str(demos), "--steps", str(args.bc_steps),
+                       "--checkpoint", str(bc)], out / "bc.log")
+    ev = ["--episodes", str(args.eval_episodes), "--seed", "0", "--headless"]
+    times["eval_before"] = run([PY, "run_reinflow_inference.py", "--checkpoint", str(bc), *ev,
+                                "--summary-json", str(out / "eval_bc.json")], out / "eval_bc.log")
+    times["reinflow"] = run([PY, "train_reinflow.py", "--model-type", "flow", "--init-checkpoint", str(bc),
+                             "--parallel-envs", "2", "--iterations", str(args.iterations),
+                             "--rollout-steps", str(args.rollout_steps), "--eval-every", "5", "--eval-episodes", "20",
+                             "--eval-seed", "0", "--no-render", "--headless", "--quiet", "--checkpoint", str(rl),
+                             *args.reinflow_args.split()], out / "reinflow.log")
+    times["eval_after"] = run([PY, "run_reinflow_inference.py", "--checkpoint", str(rl), *ev,
+                               "--summary-json", str(out / "eval_reinflow.json")], out / "eval_reinflow.log")
+    before = json.loads((out / "eval_bc.json").read_text())
+    after = json.loads((out / "eval_reinflow.json").read_text())
+    import torch
+
+    hist = torch.load(rl, map_location="cpu", weights_only=False)["history"]
+    env_steps = hist[-1]["env_steps"] if hist else 0
+    episodes = sum(h.get("episodes", 0) for h in hist)
+    wall = time.perf_counter() - t_all
+    res = {"before": {k: before[k] for k in ("success_rate", "success_rate_ci95", "mean_return", "mean_length")},
+           "after": {k: after[k] for k in ("success_rate", "success_rate_ci95", "mean_return", "mean_length")},
+           "gain_points": 100 * (after["success_rate"] - before["success_rate"]),
+           "reinflow_env_steps": env_steps, "reinflow_episodes": episodes, "step_seconds": times,
+           "wall_time_s": wall, "args": {k: str(v) for k, v in vars(args).items()}}
+    (out / "results.json").write_text(json.dumps(res, indent=2))
+    print(f"\n{'':24}{'success':>10}{'95% CI':>14}{'mean return':>13}")
+    for name, s in (("BC (before)", before), ("ReinFlow (after)", after)):
+        lo, hi = s["success_rate_ci95"]
+        print(f"{name:24}{s['success_rate']:>10.0%}{f'{lo:.0%}-{hi:.0%}':>14}{s['mean_return']:>13.1f}")
+    print(f"gain {res['gain_points']:+.0f} points on {args.eval_episodes} held-out episodes; ReinFlow {env_steps} env steps "
+          f"({episodes} episodes, {times['reinflow']:.0f} s); total wall time {wall / 60:.1f} min")
+    if args.ship:
+        dst = SIM / "checkpoints"
+        dst.mkdir(exist_ok=True)
+        shutil.copy(bc, dst / "flow_bc.pt")
+        shutil.copy(rl, dst / "flow_reinflow.pt")
+        print(f"shipped -> {dst}/flow_bc.pt, flow_reinflow.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
