@@ -43,6 +43,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="camera for the videos")
     parser.add_argument("--summary-json", type=Path, default=None,
                         help="write success rate, mean return and per-episode results here")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="write a one-page evaluation report here (report.html + figures + summary.json); "
+                             "videos go to REPORT/videos unless --video-dir is given")
     return parser
 
 

@@ -6,7 +6,8 @@ Copy-paste (from simulation_code/):
         --video-dir ../outputs/videos --summary-json ../outputs/summary.json
 
 Prints a progress bar over episodes and one result line; writes one mp4 per episode
-(``--video-dir``) and a JSON summary (``--summary-json``). Episode i uses seed SEED+i, so a run is
+(``--video-dir``), a JSON summary (``--summary-json``) and, with ``--report DIR``, a one-page
+HTML evaluation report (eval_report.py). Episode i uses seed SEED+i, so a run is
 reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``scripted`` the
 scripted expert.
 
@@ -35,6 +36,7 @@ import gymnasium as gym
 from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the env ids)
+import eval_report
 import rollout_utils as ru
 import so101_mujoco_utils as u
 
@@ -67,6 +69,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
+    if args.report and not args.video_dir:
+        args.video_dir = args.report / "videos"
+    report = eval_report.EvalReport()
     episodes = []
     t0 = time.perf_counter()
     bar = tqdm(range(args.episodes), desc=f"{policy.name} episodes", unit="ep")
@@ -81,6 +86,7 @@ def main(argv=None) -> int:
             ep_return, length, success, done = 0.0, 0, False, False
             while not done:
                 action = policy.act(obs, env)
+                report.add_step(i, action)
                 obs, reward, terminated, truncated, info = env.step(action)
                 ep_return += reward
                 length += 1
@@ -103,6 +109,8 @@ def main(argv=None) -> int:
     })
     if args.summary_json:
         ru.write_json_atomic(args.summary_json, summary)
+    if args.report:
+        print(f"report -> {eval_report.write_report(args.report, summary, report.actions)}")
     lo, hi = summary["success_rate_ci95"]
     print(f"{policy.name}: success {summary['success_rate']:.0%} ({sum(e['success'] for e in episodes)}/"
           f"{len(episodes)}, 95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, "
