@@ -454,7 +454,10 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
                 recording, frames, steps, success = True, 0, 0, False
                 print(f"[record] recording episode {rec.ds.meta.total_episodes} ...", flush=True)
             elif ev == tc.EVENT_TOGGLE and recording:
-                rec.save(seed, success, frames)
+                if frames > 0:
+                    rec.save(seed, success, frames)
+                else:
+                    print("[record] stopped before the first frame; nothing to save", flush=True)
                 recording, do_reset = False, True
             elif ev == tc.EVENT_RESET:
                 if recording:

@@ -198,7 +198,7 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
 
     class FakePerson:
         schedule = {0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE], 7: [tc.EVENT_TOGGLE], 10: [tc.EVENT_RESET],
-                    11: [tc.EVENT_QUIT]}
+                    11: [tc.EVENT_TOGGLE, tc.EVENT_TOGGLE], 12: [tc.EVENT_QUIT]}  # 11: start+stop, empty
 
         def __init__(self):
             self.calls, self.resets, self.q = 0, 0, None
@@ -231,7 +231,7 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
         rec.discard("test end")
         ds.finalize()
         env.close()
-    assert created and person.resets == 3  # start, after the save, after the reset
+    assert created and person.resets == 4  # start, after the save, after the reset, after the empty one
     reloaded = load(ds.root)
     assert reloaded.num_episodes == 1 and reloaded.num_frames == 6
     _, action, _ = columns(reloaded)
