@@ -59,8 +59,8 @@ def test_layout_detection():
 
 
 def test_no_controller_is_a_clear_error():
-    assert os.environ.get("SDL_VIDEODRIVER") == "dummy"  # conftest: headless SDL
-    assert tg.list_controllers() == []
+    if tg.list_controllers():
+        pytest.skip("a real controller is connected")
     with pytest.raises(tc.TeleopUnavailable, match="No gamepad detected"):
         tg.GamepadTeleop()
 
@@ -111,6 +111,9 @@ def test_safety_cap_and_limits():
 def test_standalone_lists_no_controllers():
     from conftest import SIM_DIR
 
+    if tg.list_controllers():
+        pytest.skip("a real controller is connected")
+
     out = subprocess.run([sys.executable, "teleop_gamepad.py"], cwd=SIM_DIR, capture_output=True, text=True,
                          timeout=120, env=dict(os.environ, SDL_VIDEODRIVER="dummy"))
     assert out.returncode == 1 and "0 controller(s) detected" in out.stdout and "no gamepad" in out.stderr
@@ -121,6 +124,9 @@ def test_standalone_lists_no_controllers():
 
 def test_record_with_gamepad_but_none_connected(tmp_path, capsys):
     import record_dataset as rd
+
+    if tg.list_controllers():
+        pytest.skip("a real controller is connected")
 
     assert rd.main(["--input", "gamepad", "--output_dir", str(tmp_path / "gp")]) == 2
     assert "No gamepad detected" in capsys.readouterr().err
