@@ -27,7 +27,6 @@ that joint in the data, a camera-key or task-string mismatch between checkpoint 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

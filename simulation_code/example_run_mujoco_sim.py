@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import mujoco_rendering
 
@@ -35,22 +34,12 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    model = u.load_model()
-    data = mujoco.MjData(model)
-    ids = u.SceneIds.from_model(model)
-    u.reset_scene(model, data, ids, u.BLOCK_DEFAULT_POS)
+    model, data, ids = u.make_scene()
     if not args.headless:
         if not mujoco_rendering.has_display():
             print("No display found: use --headless (and --video to see the result).", file=sys.stderr)
             return 2
-        from mujoco import viewer as mj_viewer
-
-        with mj_viewer.launch_passive(model, data) as viewer:
-            while viewer.is_running():
-                t = time.perf_counter()
-                mujoco.mj_step(model, data, nstep=u.PHYSICS_SUBSTEPS)
-                viewer.sync()
-                time.sleep(max(0.0, 1.0 / u.CONTROL_HZ - (time.perf_counter() - t)))
+        u.run_viewer(model, data)
         return 0
     renderer = u.CameraRenderer(model, 480, 640) if args.video else None
     video = ru.VideoWriter(args.video) if args.video else None

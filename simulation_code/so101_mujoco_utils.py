@@ -560,6 +560,32 @@ def reset_scene(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds, block
         mujoco.mj_step(model, data, nstep=PHYSICS_SUBSTEPS)
 
 
+def make_scene(block_pos=BLOCK_DEFAULT_POS) -> tuple[mujoco.MjModel, mujoco.MjData, SceneIds]:
+    """Load the scene and reset it (home pose, block at ``block_pos`` (3,), m): (model, data, ids)."""
+    model = load_model()
+    data = mujoco.MjData(model)
+    ids = SceneIds.from_model(model)
+    reset_scene(model, data, ids, block_pos)
+    return model, data, ids
+
+
+def run_viewer(model: mujoco.MjModel, data: mujoco.MjData, before_step=None) -> None:
+    """MuJoCo's passive viewer at the control rate until the window closes (needs a display;
+    ``mjpython`` on macOS). ``before_step()`` runs before every control step (e.g. set ctrl)."""
+    import time
+
+    from mujoco import viewer as mj_viewer
+
+    with mj_viewer.launch_passive(model, data) as viewer:
+        while viewer.is_running():
+            start = time.perf_counter()
+            if before_step is not None:
+                before_step()
+            mujoco.mj_step(model, data, nstep=PHYSICS_SUBSTEPS)
+            viewer.sync()
+            time.sleep(max(0.0, 1.0 / CONTROL_HZ - (time.perf_counter() - start)))
+
+
 def block_position(data: mujoco.MjData, ids: SceneIds) -> np.ndarray:
     """Block centre (3,), world frame, metres (a copy)."""
     return data.xpos[ids.block_body].copy()
