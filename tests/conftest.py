@@ -20,3 +20,14 @@ if str(SIM_DIR) not in sys.path:
     sys.path.insert(0, str(SIM_DIR))
 
 import mujoco_rendering  # noqa: E402,F401  (sets MUJOCO_GL before anything imports mujoco)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory):
+    """{"smolvla": dir, "pi0": dir}: the tiny VLAs of make_tiny_policies.py, built once per session."""
+    from vla_tiny import tiny_policy_dirs
+
+    return tiny_policy_dirs(tmp_path_factory)

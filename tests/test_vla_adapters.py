@@ -19,14 +19,10 @@ from make_tiny_policies import PI0_STATS_MEAN, PI0_STATS_STD, TINY_CHUNK, TINY_N
 from pi0_adapter import PI0Adapter
 from smolvla_adapter import SmolVLAAdapter
 from vla_policy_interface import VLAPolicyInterface, _add_batch_axis
-from vla_tiny import fake_obs, tiny_policy_dirs
+from vla_tiny import fake_obs
 
 ADAPTERS = {"smolvla": SmolVLAAdapter, "pi0": PI0Adapter}
 
-
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    return tiny_policy_dirs(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

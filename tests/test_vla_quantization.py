@@ -14,12 +14,8 @@ import torch
 
 import pi0_quantization as pq
 from pi0_adapter import PI0Adapter
-from vla_tiny import fake_obs, tiny_policy_dirs
+from vla_tiny import fake_obs
 
-
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    return tiny_policy_dirs(tmp_path_factory)
 
 
 def _chunks(path, quantize, n=3, weights=None, monkeypatch=None):

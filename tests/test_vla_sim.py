@@ -8,12 +8,7 @@ import json
 import pytest
 
 import run_mujoco_simulation
-from vla_tiny import tiny_policy_dirs
 
-
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory):
-    return tiny_policy_dirs(tmp_path_factory)
 
 
 @pytest.mark.parametrize("model_type,frame,n_cams", [("smolvla", "smolvla_absolute", 3), ("pi0", "lerobot_degrees", 2)])
