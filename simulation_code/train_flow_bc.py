@@ -54,6 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, default=0, help="evaluate on this many seeded episodes after training")
     p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
     p.add_argument("--env-id", default="SO101PickPlace-v0")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core CPU)")
     return p.parse_args(argv)
 
 
@@ -72,6 +73,7 @@ def load_data(args) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
