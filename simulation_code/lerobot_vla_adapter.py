@@ -55,6 +55,25 @@ SMOLVLA_BASE_ID = "lerobot/smolvla_base"
 META_FILE = "so101_policy_meta.json"
 
 
+def _copy64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).copy()
+
+
+#: frame -> (MuJoCo radians -> frame units, frame units -> MuJoCo radians); the conversions
+#: themselves live in so101_mujoco_utils.
+_FRAME_CONVERSIONS = {
+    "smolvla_absolute": (u.mujoco_to_smolvla_degrees, u.smolvla_degrees_to_mujoco),
+    "lerobot_degrees": (u.mujoco_to_lerobot, u.lerobot_to_mujoco),
+    "mujoco_radians": (_copy64, _copy64),
+}
+
+
+def _conversions(frame: str):
+    if frame not in _FRAME_CONVERSIONS:
+        raise ValueError(f"Unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
+    return _FRAME_CONVERSIONS[frame]
+
+
 def mujoco_to_frame(q_rad, frame: str) -> np.ndarray:
     """MuJoCo radians (..., 6) -> the checkpoint frame's units (float64, same shape).
 
@@ -64,24 +83,12 @@ def mujoco_to_frame(q_rad, frame: str) -> np.ndarray:
     Raises:
         ValueError: unknown frame (lists :data:`FRAMES`).
     """
-    if frame == "smolvla_absolute":
-        return u.mujoco_to_smolvla_degrees(q_rad)
-    if frame == "lerobot_degrees":
-        return u.mujoco_to_lerobot(q_rad)
-    if frame == "mujoco_radians":
-        return np.asarray(q_rad, dtype=np.float64).copy()
-    raise ValueError(f"Unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
+    return _conversions(frame)[0](q_rad)
 
 
 def frame_to_mujoco(x, frame: str) -> np.ndarray:
     """Inverse of :func:`mujoco_to_frame`: frame units (..., 6) -> MuJoCo radians (not clipped)."""
-    if frame == "smolvla_absolute":
-        return u.smolvla_degrees_to_mujoco(x)
-    if frame == "lerobot_degrees":
-        return u.lerobot_to_mujoco(x)
-    if frame == "mujoco_radians":
-        return np.asarray(x, dtype=np.float64).copy()
-    raise ValueError(f"Unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
+    return _conversions(frame)[1](x)
 
 
 def reference_stats() -> dict[str, dict[str, torch.Tensor]]:
