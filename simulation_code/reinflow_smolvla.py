@@ -503,7 +503,7 @@ def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutBatch, chunk: int = 10
 
 
 def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generator: torch.Generator,
-               critic_obs_feats: torch.Tensor | None = None) -> dict[str, float]:
+               critic_obs_feats: torch.Tensor | None = None, dist=None) -> dict[str, float]:
     """PPO epochs on one iteration's rollouts (see the module docstring).
 
     Args:
@@ -512,6 +512,9 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
         iteration: used for critic warm-up.
         generator: seeds the minibatch permutation and the BC-regulariser noise.
         critic_obs_feats: (N, D) :func:`critic_features` of ``data`` (computed if None).
+        dist: None (one process), or reinflow_vla.Distributed: gradients are averaged across
+            ranks before every optimizer step and the target-KL test uses the mean KL, so all
+            ranks take the same steps (each rank must bring the same number of decisions).
     Returns:
         mean statistics: pg_loss, v_loss, entropy, bc_loss, approx_kl, clipfrac, sigma,
         epochs (run), ratio_check (max |ratio - 1| before the update), policy_updated (0/1).
@@ -525,7 +528,7 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
     if cfg.norm_adv and n > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     update_policy = iteration >= cfg.critic_warmup_iters
-    ratio_dev = check_ratio_is_one(agent, data)
+    ratio_dev = check_ratio_is_one(agent, data, chunk=getattr(agent, "ratio_chunk", 1024))
     stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "v_loss", "entropy", "bc_loss", "approx_kl", "clipfrac", "sigma")}
     epochs_run = 0
     stop = False
@@ -559,14 +562,19 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
             (loss / cfg.grad_accum).backward()
             n_mb += 1
             if n_mb % cfg.grad_accum == 0 or j == len(starts) - 1:
+                if dist is not None:
+                    dist.average_gradients(list(agent.critic.parameters()))
                 nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.max_grad_norm)
                 agent.critic_opt.step()
                 if update_policy:
+                    if dist is not None:
+                        dist.average_gradients(agent.policy_params + list(agent.noise_head.parameters()))
                     nn.utils.clip_grad_norm_(agent.policy_params + list(agent.noise_head.parameters()), cfg.max_grad_norm)
                     agent.policy_opt.step()
                 agent.policy_opt.zero_grad(set_to_none=True)
                 agent.critic_opt.zero_grad(set_to_none=True)
-                if update_policy and cfg.target_kl is not None and stats["approx_kl"] and stats["approx_kl"][-1] > cfg.target_kl:
+                if update_policy and cfg.target_kl is not None and stats["approx_kl"] and (
+                        stats["approx_kl"][-1] if dist is None else dist.mean_scalar(stats["approx_kl"][-1])) > cfg.target_kl:
                     stop = True
                     break
         epochs_run += 1

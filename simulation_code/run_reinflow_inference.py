@@ -44,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-denoise-steps", type=int, default=None,
                    help="Euler steps K (default: the ReinFlow K, else the policy's)")
     ru.add_run_args(p)
+    ru.add_policy_args(p)  # VLA checkpoints: the base policy (default: the path recorded in the checkpoint), ...
     return p.parse_args(argv)
 
 
@@ -72,10 +73,16 @@ def main(argv=None) -> int:
     print(f"checkpoint {args.checkpoint}: kind={kind}, model_type={detected}"
           + (f" (overridden: {model_type})" if model_type != detected else "")
           + f", iteration={ckpt.get('iteration', 0)}")
-    if model_type != "flow":
-        raise SystemExit(f"--model-type {model_type}: VLA ReinFlow checkpoints come with issue 6; this script runs "
-                         "flow checkpoints")
-    policy = fp.FlowPolicy.from_checkpoint(ckpt)
+    if model_type == "flow":
+        policy = fp.FlowPolicy.from_checkpoint(ckpt)
+    else:  # SmolVLA / Pi0: rebuild the base from the recorded path (or --policy-path), apply the delta strictly
+        import reinflow_vla as rv
+
+        if args.quantize:
+            raise SystemExit("--quantize: ReinFlow VLA checkpoints run with float weights (the delta is float)")
+        if ckpt.get("model_type") != model_type:
+            raise SystemExit(f"--model-type {model_type}: the checkpoint holds a {detected} delta")
+        policy = rv.load_for_inference(ckpt, args)
     head = None
     k = args.num_denoise_steps or policy.num_denoise_steps
     if kind == "reinflow":
@@ -84,16 +91,18 @@ def main(argv=None) -> int:
         head = NoiseHead(nh["hidden_dim"], nh["action_dim"], nh["sigma_min"], nh["sigma_max"], nh["width"],
                          nh.get("detach_features", True))
         fp.strict_load_state_dict(head, ckpt["noise_head_state"], "noise head")
-        head.eval()
+        head.to(policy.device).eval()
     if args.stochastic and head is None:
         raise SystemExit("--stochastic needs a ReinFlow checkpoint (a BC checkpoint has no noise head)")
 
     make_kwargs = {"obs_mode": "state", "include_env_state": True, "render_mode": None if args.headless else "human"}
+    if model_type != "flow":  # the VLAs see the three cameras at the training image size
+        make_kwargs.update(obs_mode="images", image_size=int(ckpt["base_policy"].get("image_size") or u.IMAGE_SIZE))
     if args.max_steps is not None:
         make_kwargs["max_episode_steps"] = args.max_steps
     env = gym.make(args.env_id, **make_kwargs)
     env.unwrapped.render_camera = args.video_camera
-    name = f"flow-{kind}" + ("-stochastic" if args.stochastic else "")
+    name = f"{model_type}-{kind}" + ("-stochastic" if args.stochastic else "")
 
     episodes, n_inf = [], 0
     t0 = time.perf_counter()

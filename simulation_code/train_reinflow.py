@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
+import reinflow_vla as rv
 from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate, ppo_update
 
 MODEL_TYPES = ("smolvla", "pi0", "flow")
@@ -112,6 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs wandb)")
     e.add_argument("--wandb-project", default="so101-reinflow")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    rv.add_vla_args(p)
     args = p.parse_args(argv)
     if args.iterations is None and args.episodes is None:
         args.iterations = 100
@@ -144,26 +146,23 @@ def load_base_policy(args, ckpt: dict | None):
             raise SystemExit("--model-type flow needs --init-checkpoint (or --policy-path) = a BC checkpoint from "
                              "train_flow_bc.py, or --resume")
         return fp.FlowPolicy.from_checkpoint(fp.load_checkpoint(path), device=args.device)
-    try:
-        if args.model_type == "smolvla":
-            from smolvla_adapter import SmolVLAAdapter as Adapter
-        else:
-            from pi0_adapter import PI0Adapter as Adapter
-    except ImportError as exc:  # pragma: no cover - depends on the checkout
-        raise SystemExit(f"--model-type {args.model_type}: adapter not available ({exc}); use --model-type flow") from exc
-    raise SystemExit(f"--model-type {args.model_type}: ReinFlow for the VLA adapters ({Adapter.__name__}) is wired "
-                     "in issue 6 (image observations, expert presets, tiny-model CI); use --model-type flow")
+    return rv.load_training_policy(args, ckpt)  # SmolVLA / Pi0 through their adapters (reinflow_vla.py)
 
 
 def make_env_fn(args):
+    if args.model_type != "flow":  # VLAs: three cameras (+ the block pose for the critic)
+        return partial(gym.make, args.env_id, **rv.env_kwargs(args))
     kw = {"obs_mode": "state", "include_env_state": True}
     if args.max_episode_steps:
         kw["max_episode_steps"] = args.max_episode_steps
     return partial(gym.make, args.env_id, **kw)
 
 
-def make_vector_env(args):
-    """``--parallel-envs`` envs; same-step autoreset (``final_obs`` / ``final_info`` in infos)."""
+def make_vector_env(args, rank: int = 0):
+    """``--parallel-envs`` envs; same-step autoreset (``final_obs`` / ``final_info`` in infos).
+    VLAs: image envs whose workers are restarted on failure (parallel_envs.RobustVectorEnv)."""
+    if args.model_type != "flow":
+        return rv.make_vector_env(args, rank)
     fns = [make_env_fn(args)] * args.parallel_envs
     if args.parallel_envs == 1:
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
@@ -195,6 +194,14 @@ def _stack_obs(items: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    dist = rv.Distributed(cpu=args.device == "cpu" or not torch.cuda.is_available()) if rv.Distributed.requested() else None
+    rank, is_main = (dist.rank, dist.is_main) if dist is not None else (0, True)
+    args._is_main = is_main
+    if args.model_type != "flow":
+        rv.apply_model_settings(args, argv, verbose=is_main)
+    if dist is not None:
+        args.device = str(dist.device)
+        print(f"[rank {rank}/{dist.world_size}] device {args.device}, env seeds offset by rank")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed % (2**32))
@@ -213,7 +220,16 @@ def main(argv=None) -> int:
     probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
     critic_dim = critic_features({k: v[None] for k, v in probe.reset(seed=0)[0].items()}).shape[1]
     probe.close()
-    agent = ReinFlowAgent(policy, cfg, critic_dim)
+    agent = ReinFlowAgent(policy, cfg, critic_dim, **({} if args.model_type == "flow" else {"preset": args.trainable}))
+    if args.model_type != "flow":
+        vla_groups = policy.trainable_parameter_groups(args.trainable)
+        vla_base = rv.base_policy_info(policy, args.policy_path or (ckpt or {}).get("base_policy", {}).get("path"),
+                                       {n for ns in rv.trainable_names(policy, vla_groups).values() for n in ns},
+                                       args.image_size)
+        agent.ratio_chunk = max(1, cfg.batch_size)  # no 1024-image forward passes
+        if is_main:
+            print(f"[reinflow {args.model_type}] trainable ({args.trainable}): {rv.describe_trainable(policy, vla_groups)}; "
+                  "critic: MLP on the privileged low-dim state (joints + block pose)")
     if ckpt is not None and ckpt.get("kind") == "reinflow":
         agent.load_state_dict(ckpt)
         set_rng_states(ckpt["rng_state"])
@@ -231,13 +247,13 @@ def main(argv=None) -> int:
 
     log_csv = args.log_csv or args.checkpoint.with_suffix(".csv")
     tb = wb = None
-    if args.tensorboard:
+    if args.tensorboard and is_main:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:
             raise SystemExit(f"--tensorboard needs the tensorboard package ({exc}); pip install tensorboard") from exc
         tb = SummaryWriter(str(args.tensorboard))
-    if args.wandb:
+    if args.wandb and is_main:
         try:
             import wandb
         except ImportError as exc:
@@ -256,32 +272,36 @@ def main(argv=None) -> int:
                 "eval_return": float(np.mean([e["return"] for e in eps])), "eval_iteration": iteration}
 
     def save(iteration: int) -> None:
-        out = policy.checkpoint_fields()
+        if not is_main:
+            return
+        out = (policy.checkpoint_fields() if args.model_type == "flow"
+               else rv.checkpoint_fields(policy, args.trainable, vla_groups, vla_base))
         out.update(agent.state_dict())
         out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
                    bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
         fp.save_checkpoint(args.checkpoint, out)
 
-    if args.eval_at_start and start_it == 0 and args.eval_episodes:
+    if args.eval_at_start and start_it == 0 and args.eval_episodes and is_main:
         ev = run_eval(0)
         latest_success = ev["eval_success"]
         history.append({"iteration": 0, "env_steps": 0, "episodes": 0, **ev, "initial_eval": True})
         print(f"initial eval: success {ev['eval_success']:.0%}, return {ev['eval_return']:.1f}")
 
-    vec = make_vector_env(args)
+    vec = make_vector_env(args, rank)
+    n_discarded = 0
     n_envs = args.parallel_envs
     n_exec = policy.n_action_steps
     t_start = time.perf_counter()
     end_it = args.iterations if args.iterations is not None else 10**9
     bar = tqdm(range(start_it, end_it), initial=start_it, total=args.iterations, desc="ReinFlow", unit="it",
-               disable=args.quiet)
+               disable=args.quiet or not is_main)
     try:
         for it in bar:
             if args.episodes is not None and total_episodes >= args.episodes:
                 break
             t_it = time.perf_counter()
             sigma_max = agent.set_iteration(it)
-            it_seed = iteration_seed(args.seed, it)
+            it_seed = iteration_seed(rv.rank_seed(args.seed, rank), it)  # rank 0: args.seed
             gen = torch.Generator().manual_seed(it_seed)
             agent.eval_mode()
 
@@ -308,8 +328,13 @@ def main(argv=None) -> int:
                 obs, reward, term, trunc, infos = vec.step(actions)
                 ep_ret += reward
                 ep_len += 1
+                for i in np.flatnonzero(infos.get("discarded", ())):  # env worker restarted: drop its episode
+                    rv.discard_episode(i, decisions, queues, open_dec, ep_ret, ep_len)
+                    n_discarded += 1
                 for i in range(n_envs):
                     dec = open_dec[i]
+                    if dec is None:  # discarded just above
+                        continue
                     dec["reward"] += float(reward[i])
                     if term[i] or trunc[i]:
                         final_info = infos["final_info"]
@@ -332,7 +357,7 @@ def main(argv=None) -> int:
             flat = [d for per_env in decisions for d in per_env]
             all_obs = _stack_obs([d["obs"] for d in flat])
             feats = critic_features(all_obs)
-            agent.critic.norm.update(feats)
+            agent.critic.norm.update(feats if dist is None else dist.gather_cat(feats))
             values = agent.values(all_obs)
             next_values = agent.values(_stack_obs([d["next_obs"] for d in flat]))
             adv_parts, ret_parts, pos = [], [], 0
@@ -353,11 +378,14 @@ def main(argv=None) -> int:
             t_roll = time.perf_counter() - t_it
 
             # ---------------------------------------------------------- PPO update
-            upd = ppo_update(agent, data, it, gen, feats)
+            if dist is not None:  # same number of decisions (minibatches, optimizer steps) on every rank
+                data, feats = dist.equalize(data, feats)
+            upd = ppo_update(agent, data, it, gen, feats, dist=dist)
 
             # ---------------------------------------------------------- log / eval / save
-            total_episodes += len(finished)
-            total_env_steps += args.rollout_steps * n_envs
+            # several ranks: totals over all ranks (the same on every rank, so --episodes stops them together)
+            total_episodes += len(finished) if dist is None else round(dist.mean_scalar(len(finished)) * dist.world_size)
+            total_env_steps += args.rollout_steps * n_envs * (1 if dist is None else dist.world_size)
             row = {"iteration": it + 1, "env_steps": total_env_steps, "episodes": len(finished),
                    "total_episodes": total_episodes, "decisions": len(data),
                    "train_success": float(np.mean([f["success"] for f in finished])) if finished else float("nan"),
@@ -368,7 +396,9 @@ def main(argv=None) -> int:
                    **{k: upd[k] for k in ("pg_loss", "v_loss", "entropy", "bc_loss", "approx_kl", "clipfrac", "sigma",
                                           "epochs", "ratio_check", "policy_updated", "early_stop")},
                    "rollout_s": t_roll, "iter_s": 0.0, "wall_s": 0.0}
-            if args.eval_every and args.eval_episodes and ((it + 1) % args.eval_every == 0 or it + 1 == end_it):
+            if n_discarded:
+                row["discarded_episodes"] = n_discarded
+            if args.eval_every and args.eval_episodes and is_main and ((it + 1) % args.eval_every == 0 or it + 1 == end_it):
                 ev = run_eval(it + 1)
                 latest_success = ev["eval_success"]
                 row.update(ev)
@@ -377,7 +407,8 @@ def main(argv=None) -> int:
             row["iter_s"] = time.perf_counter() - t_it
             row["wall_s"] = (history[-1].get("wall_s", 0.0) if history else 0.0) + row["iter_s"]
             history.append(row)
-            write_csv_row(log_csv, row, fresh=(it == 0 and args.resume is None))
+            if is_main:
+                write_csv_row(log_csv, row, fresh=(it == 0 and args.resume is None))
             if tb is not None:
                 for k, v in row.items():
                     if isinstance(v, (int, float)) and v == v:
@@ -398,8 +429,16 @@ def main(argv=None) -> int:
             tb.close()
         if wb is not None:
             wb.finish()
+    if getattr(args, "debug_state_dir", None) is not None:  # tests: this rank's weights
+        rv.write_debug_state(args.debug_state_dir, rank, policy, agent)
+    if n_discarded:
+        print(f"WARNING: {n_discarded} episodes discarded after env worker restarts ({vec.restarts} restarts)",
+              file=sys.stderr)
     print(f"done: {final_it} iterations, {total_episodes} training episodes, {total_env_steps} env steps, "
-          f"{time.perf_counter() - t_start:.0f} s; latest eval success {latest_success:.0%}; checkpoint -> {args.checkpoint}")
+          f"{time.perf_counter() - t_start:.0f} s; latest eval success {latest_success:.0%}; checkpoint -> {args.checkpoint}"
+          + ("" if is_main else f" (rank {rank}: written by rank 0)"))
+    if dist is not None:
+        dist.barrier()
     return 0
 
 

@@ -1,0 +1,445 @@
+"""ReinFlow for the VLAs (SmolVLA, Pi0): per-model settings, trainable presets, delta checkpoints,
+activation checkpointing per denoising step, image vector envs, and the multi-process hooks.
+
+train_reinflow.py and run_reinflow_inference.py call into this module for ``--model-type smolvla``
+and ``pi0``; the engine itself (reinflow_smolvla.py) is the same for every policy.
+
+* **Per-model settings** (:data:`VLA_SETTINGS`, the spec's table): SmolVLA minibatch 8, gradient
+  accumulation 15, policy lr 5e-6; Pi0 minibatch 2, accumulation 30, lr 2.5e-6, gradient
+  checkpointing on; PPO clip 0.01 for both; checkpoint file ``reinflow_checkpoint.pt`` /
+  ``reinflow_pi0_checkpoint.pt``; device ``auto``. Applied unless the flag is on the command line
+  (:func:`apply_model_settings`), printed at start. The flow policy never goes through here.
+* **Presets** (``--trainable``): the VLM is always frozen. ``expert``: the action expert
+  transformer + action in/out projections + action-time MLP + state projection + noise head;
+  ``heads``: only the projections, time MLP and noise head (the adapters'
+  ``trainable_parameter_groups``). Everything else has ``requires_grad=False``.
+* **Critic**: the engine's separate small MLP on the privileged low-dimensional state (joint
+  angles + block pose, ``observation.environment_state``), i.e. an asymmetric actor-critic: the
+  actor sees only the three cameras + joint state, the critic (training only, dropped at
+  deployment) sees the true block pose. Chosen over a value head on pooled expert features
+  because (1) the expert's hidden state depends on the denoising time and noisy action x_t, not
+  only on the observation, so it is a poor state summary; (2) values for every decision and its
+  bootstrap observation would cost a VLM forward each; (3) the privileged state is exact in
+  simulation and the critic never runs on the robot.
+* **Checkpoints hold only what changed**: the trainable groups' tensors (by parameter name),
+  noise head, critic, optimizer states, RNG, history, plus ``base_policy`` = the path/Hub id it was
+  built from, the resolved directory, the Hub revision (snapshot commit) when it came from the
+  Hub cache, the frame/camera map/task/n_action_steps used, and a fingerprint of the frozen
+  weights. :func:`apply_checkpoint` rebuilds nothing partially: the tensor names must equal the
+  preset's parameter names exactly (missing/unexpected/shape-mismatched keys are named) and the
+  frozen-weight fingerprint must match the rebuilt base (a different base is refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import so101_mujoco_utils as u
+
+VLA_MODEL_TYPES = ("smolvla", "pi0")
+#: The spec's per-model training settings (shared/reference/001, "Training Settings Comparison").
+VLA_SETTINGS: dict[str, dict[str, Any]] = {
+    "smolvla": {"batch_size": 8, "grad_accum": 15, "policy_lr": 5e-6, "gradient_checkpointing": False, "clip": 0.01,
+                "checkpoint": Path("reinflow_checkpoint.pt"), "device": "auto"},
+    "pi0": {"batch_size": 2, "grad_accum": 30, "policy_lr": 2.5e-6, "gradient_checkpointing": True, "clip": 0.01,
+            "checkpoint": Path("reinflow_pi0_checkpoint.pt"), "device": "auto"},
+}
+#: setting -> the command-line flags that override it.
+SETTING_FLAGS = {"batch_size": ("--batch-size",), "grad_accum": ("--grad-accum",), "policy_lr": ("--policy-lr",),
+                 "gradient_checkpointing": ("--gradient-checkpointing", "--no-gradient-checkpointing"),
+                 "clip": ("--clip",), "checkpoint": ("--checkpoint",), "device": ("--device",)}
+PRESETS = ("expert", "heads")
+VLA_CHECKPOINT_KIND = "delta"
+
+
+# ---------------------------------------------------------------------- command line
+def add_vla_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The VLA-only options of train_reinflow.py (ignored by ``--model-type flow``)."""
+    g = parser.add_argument_group("VLAs (--model-type smolvla|pi0)")
+    g.add_argument("--trainable", default="expert", choices=PRESETS,
+                   help="what trains besides the noise head (VLM always frozen): expert = action expert + "
+                        "projections + time MLP; heads = projections + time MLP only (default %(default)s)")
+    g.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None,
+                   help="recompute each denoising step's activations in backward (default: on for pi0, off for smolvla)")
+    g.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    g.add_argument("--image-size", type=int, default=u.IMAGE_SIZE, help="camera image size (pixels, square)")
+    g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (lerobot_vla_adapter.FRAMES)")
+    g.add_argument("--camera-map", default=None, help="sim camera -> checkpoint image key (see run_mujoco_simulation.py)")
+    g.add_argument("--task", default=None, help="language instruction (default: the checkpoint's training task)")
+    g.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (default: the checkpoint's)")
+    g.add_argument("--env-start-method", default="forkserver", choices=("forkserver", "spawn", "fork"),
+                   help="multiprocessing start method of the env workers (fork hangs after EGL init)")
+    g.add_argument("--debug-state-dir", type=Path, default=None, help=argparse.SUPPRESS)  # tests: per-rank weights
+    return parser
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """Long options present on the command line (``--flag`` and ``--flag=value`` forms)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+
+
+def apply_model_settings(args: argparse.Namespace, argv: list[str] | None, verbose: bool = True) -> dict:
+    """Set the per-model defaults of :data:`VLA_SETTINGS` on ``args`` for every setting whose flag
+    is not on the command line; print the resulting table. Returns {setting: (value, source)}.
+
+    Raises:
+        ValueError: ``args.model_type`` is not a VLA.
+    """
+    if args.model_type not in VLA_SETTINGS:
+        raise ValueError(f"{args.model_type!r} has no VLA settings")
+    given = explicit_flags(argv)
+    table = {}
+    for key, default in VLA_SETTINGS[args.model_type].items():
+        if any(f in given for f in SETTING_FLAGS[key]) and getattr(args, key, None) is not None:
+            table[key] = (getattr(args, key), "flag")
+        else:
+            setattr(args, key, default)
+            table[key] = (default, f"{args.model_type} default")
+    if verbose:
+        print(f"[reinflow {args.model_type}] settings: " + ", ".join(
+            f"{k}={v}{'' if src == 'flag' else ' (default)'}" for k, (v, src) in table.items())
+              + f", trainable={args.trainable}, image_size={args.image_size}")
+    return table
+
+
+# ---------------------------------------------------------------------- policies
+def adapter_class(model_type: str):
+    """SmolVLAAdapter / PI0Adapter."""
+    if model_type == "smolvla":
+        from smolvla_adapter import SmolVLAAdapter
+
+        return SmolVLAAdapter
+    if model_type == "pi0":
+        from pi0_adapter import PI0Adapter
+
+        return PI0Adapter
+    raise ValueError(f"{model_type!r} is not a VLA type ({', '.join(VLA_MODEL_TYPES)})")
+
+
+def load_policy(model_type: str, path: str | None, *, device: str | None = "auto", frame: str = "auto",
+                camera_map=None, task: str | None = None, n_action_steps: int | None = None,
+                gradient_checkpointing: bool | None = None, verbose: bool = True):
+    """Load the base VLA (float weights, never quantized: they train) through its adapter.
+
+    Raises:
+        SystemExit: the adapter cannot load it (offline without weights, wrong type, ...), with
+            the adapter's message.
+    """
+    from lerobot_vla_adapter import PolicyLoadError
+
+    cls = adapter_class(model_type)
+    try:
+        return cls.load(path or cls.DEFAULT_PATH, device=device, frame=frame or "auto", camera_map=camera_map,
+                        task=task, quantize=False, n_action_steps=n_action_steps,
+                        gradient_checkpointing=gradient_checkpointing, debug_inferences=0, verbose=verbose)
+    except (PolicyLoadError, ValueError, ImportError) as e:
+        raise SystemExit(f"--model-type {model_type}: {e}") from e
+
+
+def load_training_policy(args, ckpt: dict | None = None):
+    """The VLA to fine-tune: the base from ``--policy-path`` (or, on ``--resume``, the path recorded
+    in the checkpoint), with ``args.gradient_checkpointing`` (LeRobot's switch, plus
+    :func:`enable_step_checkpointing`), and, on resume, the checkpoint's trainable tensors applied
+    strictly (its preset wins over ``--trainable``, with a message).
+
+    Raises:
+        SystemExit: the base cannot be loaded, or the resume checkpoint is not a VLA delta one.
+    """
+    base = (ckpt or {}).get("base_policy") or {}
+    if ckpt is not None and ckpt.get("vla_checkpoint") != VLA_CHECKPOINT_KIND:
+        raise SystemExit(f"--resume: {args.resume} is not a {args.model_type} ReinFlow checkpoint")
+    path = args.policy_path or base.get("path")
+    policy = load_policy(args.model_type, path, device=args.device, frame=args.frame if args.frame != "auto" else
+                         base.get("frame", "auto"), camera_map=args.camera_map or base.get("camera_map"),
+                         task=args.task or base.get("task"), n_action_steps=args.n_action_steps or base.get("n_action_steps"),
+                         gradient_checkpointing=args.gradient_checkpointing, verbose=getattr(args, "_is_main", True))
+    if ckpt is not None:
+        if ckpt["trainable_preset"] != args.trainable:
+            print(f"resume: --trainable {ckpt['trainable_preset']} (from the checkpoint; {args.trainable} ignored)")
+            args.trainable = ckpt["trainable_preset"]
+        apply_checkpoint(policy, ckpt)
+    if args.gradient_checkpointing:
+        enable_step_checkpointing(policy)
+    policy.model.eval()
+    return policy
+
+
+def enable_step_checkpointing(policy) -> None:
+    """Activation checkpointing per denoising step: while gradients are on, every
+    ``policy.denoise_step`` runs under ``torch.utils.checkpoint`` (non-reentrant), so backward
+    keeps one step's expert activations at a time instead of K (the ReinFlow update runs the model
+    in eval mode, where LeRobot's own ``gradient_checkpointing`` switch is inactive). Same values
+    and gradients (tests/test_reinflow_vla.py)."""
+    if getattr(policy, "_step_checkpointing", False):
+        return
+    inner = policy.denoise_step
+
+    def denoise_step(prefix, x_t, t):
+        if not torch.is_grad_enabled():
+            return inner(prefix, x_t, t)
+        return torch.utils.checkpoint.checkpoint(inner, prefix, x_t, t, use_reentrant=False)
+
+    policy.denoise_step = denoise_step
+    policy._step_checkpointing = True
+
+
+# ---------------------------------------------------------------------- delta checkpoints
+def trainable_names(policy, groups: dict[str, list[torch.nn.Parameter]]) -> dict[str, list[str]]:
+    """{group: [parameter names in ``policy.model``]} for the given groups."""
+    by_id = {id(p): n for n, p in policy.model.named_parameters()}
+    return {g: [by_id[id(p)] for p in ps] for g, ps in groups.items()}
+
+
+def frozen_fingerprint(policy, trainable: set[str], n: int = 4096) -> dict[str, float]:
+    """{name: float64 sum of the first ``n`` elements} of every *frozen* parameter: identifies the
+    base weights a delta checkpoint belongs to (cheap; compared with a tolerance)."""
+    return {name: float(p.detach().flatten()[:n].double().sum().cpu())
+            for name, p in policy.model.named_parameters() if name not in trainable}
+
+
+def _hub_revision(policy_dir: str) -> str | None:
+    parts = Path(policy_dir).resolve().parts
+    if "snapshots" in parts and parts.index("snapshots") + 1 < len(parts):
+        return parts[parts.index("snapshots") + 1]
+    return None
+
+
+def base_policy_info(policy, path: str | None, trainable: set[str], image_size: int) -> dict:
+    """What a delta checkpoint records about its base (see the module docstring)."""
+    info = policy.describe() if hasattr(policy, "describe") else {}
+    return {"path": str(path or type(policy).DEFAULT_PATH), "resolved_dir": str(policy.policy_dir),
+            "revision": _hub_revision(str(policy.policy_dir)), "frame": policy.frame,
+            "camera_map": dict(policy.camera_map), "task": policy.task, "n_action_steps": policy.n_action_steps,
+            "chunk_size": policy.chunk_size, "image_size": int(image_size),
+            "num_parameters": int(sum(p.numel() for p in policy.model.parameters())),
+            "frozen_fingerprint": frozen_fingerprint(policy, trainable), "stats_source": info.get("stats_source")}
+
+
+def checkpoint_fields(policy, preset: str, groups: dict, base_info: dict) -> dict:
+    """The policy part of a VLA ReinFlow checkpoint: model type, preset, the trainable tensors only
+    (``policy_state``, by parameter name, CPU copies) and ``base_policy``."""
+    names = trainable_names(policy, groups)
+    params = dict(policy.model.named_parameters())
+    return {"model_type": policy.model_type, "vla_checkpoint": VLA_CHECKPOINT_KIND, "trainable_preset": preset,
+            "trainable_groups": names, "base_policy": base_info,
+            "policy_state": {n: params[n].detach().cpu().clone() for ns in names.values() for n in ns}}
+
+
+def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, list[torch.nn.Parameter]]:
+    """Load a delta checkpoint's trainable tensors into a freshly built base policy, strictly.
+
+    Sets the checkpoint's preset on ``policy`` (``trainable_parameter_groups``) and returns its
+    groups.
+
+    Raises:
+        RuntimeError: the checkpoint's tensors do not match the preset's parameters of this model
+            (missing / unexpected / shape-mismatched names, all listed; nothing is loaded), or the
+            frozen base weights differ from the ones it was trained on (parameters listed).
+        ValueError: not a VLA delta checkpoint, or for another model type.
+    """
+    if ckpt.get("vla_checkpoint") != VLA_CHECKPOINT_KIND:
+        raise ValueError("not a VLA ReinFlow checkpoint (no trainable-delta fields)")
+    if ckpt.get("model_type") != policy.model_type:
+        raise ValueError(f"checkpoint model_type {ckpt.get('model_type')!r} vs policy {policy.model_type!r}")
+    groups = policy.trainable_parameter_groups(ckpt["trainable_preset"])
+    names = {n for ns in trainable_names(policy, groups).values() for n in ns}
+    params = dict(policy.model.named_parameters())
+    state = ckpt["policy_state"]
+    missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
+    shape = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(params[k].shape)}"
+                   for k in names & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
+    if missing or unexpected or shape:
+        parts = [f"missing keys {missing}" if missing else "", f"unexpected keys {unexpected}" if unexpected else "",
+                 f"shape mismatches {shape}" if shape else ""]
+        raise RuntimeError(f"{policy.model_type} ReinFlow checkpoint does not match the base model "
+                           f"({'; '.join(p for p in parts if p)}); nothing was loaded")
+    if check_base:
+        want = ckpt.get("base_policy", {}).get("frozen_fingerprint") or {}
+        have = frozen_fingerprint(policy, names)
+        bad = sorted(k for k in set(want) | set(have)
+                     if k not in want or k not in have or not np.isclose(want[k], have[k], rtol=1e-4, atol=1e-4))
+        if bad:
+            raise RuntimeError(f"the base policy {policy.info.get('policy_path')} is not the one this checkpoint was "
+                               f"trained on ({ckpt.get('base_policy', {}).get('path')}): {len(bad)} frozen tensors "
+                               f"differ, e.g. {bad[:5]}; nothing was loaded")
+    with torch.no_grad():
+        for n in names:
+            params[n].copy_(state[n].to(params[n].device, params[n].dtype))
+    return groups
+
+
+def load_for_inference(ckpt: dict, args) -> Any:
+    """Rebuild the base VLA from the path recorded in ``ckpt`` (or ``args.policy_path``) with the
+    recorded frame / camera map / task / n_action_steps (flags override), then apply the delta.
+
+    Raises:
+        SystemExit: the base cannot be loaded; RuntimeError/ValueError: see :func:`apply_checkpoint`.
+    """
+    base = ckpt["base_policy"]
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    frame = get("frame")
+    policy = load_policy(ckpt["model_type"], get("policy_path") or base["path"], device=get("device") or "auto",
+                         frame=base["frame"] if frame in (None, "auto") else frame,
+                         camera_map=get("camera_map") or base.get("camera_map"), task=get("task") or base.get("task"),
+                         n_action_steps=get("n_action_steps") or base.get("n_action_steps"), verbose=True)
+    apply_checkpoint(policy, ckpt)
+    for p in policy.model.parameters():
+        p.requires_grad_(False)
+    policy.model.eval()
+    return policy
+
+
+# ---------------------------------------------------------------------- environments
+def env_kwargs(args) -> dict:
+    """gym.make kwargs of the image env used for VLA training/evaluation: three cameras at
+    ``--image-size`` plus the privileged block pose (for the critic only)."""
+    kw = {"obs_mode": "images", "image_size": int(args.image_size), "include_env_state": True}
+    if getattr(args, "max_episode_steps", None):
+        kw["max_episode_steps"] = args.max_episode_steps
+    return kw
+
+
+def make_vector_env(args, rank: int = 0):
+    """``--parallel-envs`` image envs in worker processes that are restarted on failure
+    (parallel_envs.RobustVectorEnv); env factories are looked up at call time (tests replace
+    ``parallel_envs.make_env``)."""
+    import parallel_envs
+
+    fn = partial(parallel_envs.make_env, args.env_id, **env_kwargs(args))
+    return parallel_envs.RobustVectorEnv([fn] * args.parallel_envs, context=args.env_start_method,
+                                         restart_seed=900_000_000 + 1_000_003 * rank + 101 * int(args.seed))
+
+
+def discard_episode(i: int, decisions: list[list[dict]], queues: list[list], open_dec: list, ep_ret: np.ndarray,
+                    ep_len: np.ndarray) -> int:
+    """Drop env ``i``'s unfinished episode from the rollout buffers (its worker was restarted):
+    the open decision and every stored decision after the env's last episode end. Returns the
+    number of decisions dropped."""
+    per_env = decisions[i]
+    keep = len(per_env)
+    while keep > 0 and not per_env[keep - 1].get("end", False):
+        keep -= 1
+    dropped = len(per_env) - keep + (open_dec[i] is not None)
+    del per_env[keep:]
+    queues[i], open_dec[i] = [], None
+    ep_ret[i], ep_len[i] = 0.0, 0
+    return dropped
+
+
+# ---------------------------------------------------------------------- several processes
+class Distributed:
+    """The multi-process side of train_reinflow.py through Hugging Face Accelerate (torch.distributed
+    underneath; gloo on CPU, NCCL on GPUs). Created only when ``WORLD_SIZE`` > 1, i.e. under
+    ``accelerate launch --num_processes P`` (or torchrun).
+
+    Every rank runs its own envs with its own seeds and computes gradients on its own decisions;
+    :meth:`average_gradients` all-reduces (means) them before each optimizer step, so the weights
+    stay identical on every rank. Ranks use the same number of decisions per iteration
+    (:meth:`equalize`) so they take the same number of optimizer steps, agree on early stopping
+    (:meth:`mean_scalar`), and update the critic's input normaliser with everyone's features
+    (:meth:`gather_cat`). Only rank 0 evaluates, logs and writes checkpoints.
+
+    Attributes:
+        accelerator, rank, world_size, device (torch.device of this rank), is_main.
+    """
+
+    def __init__(self, cpu: bool = False):
+        from accelerate import Accelerator
+
+        self.accelerator = Accelerator(cpu=cpu)
+        self.rank = self.accelerator.process_index
+        self.world_size = self.accelerator.num_processes
+        self.device = self.accelerator.device
+        self.is_main = self.accelerator.is_main_process
+
+    @staticmethod
+    def requested() -> bool:
+        """True under a multi-process launcher (``WORLD_SIZE`` > 1)."""
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    def average_gradients(self, params) -> None:
+        """Mean of every ``p.grad`` across ranks, in one flat all-reduce (params without a grad are
+        skipped; every rank runs the same graph, so the set is the same)."""
+        ps = [p for p in params if p.grad is not None]
+        if not ps:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in ps])
+        flat = self.accelerator.reduce(flat, reduction="mean")
+        off = 0
+        for p in ps:
+            k = p.grad.numel()
+            p.grad.copy_(flat[off:off + k].view_as(p.grad))
+            off += k
+
+    def mean_scalar(self, x: float) -> float:
+        """Mean of a Python float across ranks."""
+        return float(self.accelerator.reduce(torch.tensor([float(x)], device=self.device), reduction="mean")[0])
+
+    def min_int(self, n: int) -> int:
+        t = self.accelerator.gather(torch.tensor([int(n)], device=self.device))
+        return int(t.min())
+
+    def gather_cat(self, x: torch.Tensor) -> torch.Tensor:
+        """Concatenate (N_r, D) tensors of every rank in rank order (N_r may differ)."""
+        n = torch.tensor([x.shape[0]], device=self.device)
+        sizes = self.accelerator.gather(n).tolist()
+        pad = torch.zeros((max(sizes) - x.shape[0], *x.shape[1:]), dtype=x.dtype, device=self.device)
+        allx = self.accelerator.gather(torch.cat([x.to(self.device), pad])).cpu()
+        m = max(sizes)
+        return torch.cat([allx[r * m: r * m + s] for r, s in enumerate(sizes)])
+
+    def equalize(self, data, feats: torch.Tensor):
+        """Subsample this rank's decisions to the smallest count over ranks (evenly spaced
+        indices, deterministic), so every rank runs the same number of minibatches."""
+        from reinflow_smolvla import RolloutBatch
+
+        n_min = self.min_int(len(data))
+        if n_min == len(data):
+            return data, feats
+        idx = np.unique(np.linspace(0, len(data) - 1, n_min).round().astype(int))
+        return (RolloutBatch(data.obs_slice(idx), data.chains[idx], data.log_probs[idx], data.advantages[idx],
+                             data.returns[idx]), feats[idx])
+
+    def barrier(self) -> None:
+        self.accelerator.wait_for_everyone()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Seed offset of a rank (rank 0 keeps ``seed``: a 1-process run is unchanged)."""
+    return int(seed) + 104_729 * int(rank)
+
+
+def write_debug_state(directory: Path, rank: int, policy, agent) -> Path:
+    """Tests: this rank's trainable policy tensors, noise head and critic (incl. normaliser
+    buffers) to ``DIR/rank{r}.pt``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {"policy": {n: p.detach().cpu().clone() for n, p in policy.model.named_parameters() if p.requires_grad},
+             "noise_head": {k: v.detach().cpu().clone() for k, v in agent.noise_head.state_dict().items()},
+             "critic": {k: v.detach().cpu().clone() for k, v in agent.critic.state_dict().items()}}
+    path = directory / f"rank{rank}.pt"
+    torch.save(state, path)
+    return path
+
+
+def describe_trainable(policy, groups: dict) -> str:
+    """One line: parameter counts per trainable group and frozen."""
+    counts = {g: sum(p.numel() for p in ps) for g, ps in groups.items()}
+    total = sum(p.numel() for p in policy.model.parameters())
+    frozen = total - sum(counts.values())
+    return ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()) + f", frozen {frozen / 1e6:.2f}M"
+
+
+__all__ = ["VLA_SETTINGS", "PRESETS", "add_vla_args", "apply_model_settings", "load_policy", "enable_step_checkpointing",
+           "checkpoint_fields", "apply_checkpoint", "base_policy_info", "load_for_inference", "env_kwargs",
+           "make_vector_env", "discard_episode", "Distributed", "rank_seed", "write_debug_state",
+           "load_training_policy"]
