@@ -66,6 +66,8 @@ class FlowPolicyConfig:
         time_dim: sinusoidal time-embedding size.
         num_denoise_steps: default Euler steps K at inference.
         action_mode: ``"delta"`` (chunk - current state) or ``"absolute"``.
+        init_noise_scale: std s of the sampler's start x(t=1) ~ N(0, s^2 I); 0 = a fully
+            deterministic sampler starting at 0 (see VLAPolicyInterface.init_noise_scale).
     """
 
     state_dim: int = 6
@@ -78,6 +80,7 @@ class FlowPolicyConfig:
     time_dim: int = 32
     num_denoise_steps: int = 4
     action_mode: str = "delta"
+    init_noise_scale: float = 1.0
 
     def __post_init__(self):
         if not 1 <= self.n_action_steps <= self.chunk_size:
@@ -232,6 +235,15 @@ class FlowPolicy(VLAPolicyInterface):
         self.task = u.DEFAULT_TASK
         self._hidden: torch.Tensor | None = None
         self._set_stat_tensors()
+
+    @property
+    def init_noise_scale(self) -> float:
+        """Start-noise std, stored in the config so checkpoints carry it (interface attribute)."""
+        return self.cfg.init_noise_scale
+
+    @init_noise_scale.setter
+    def init_noise_scale(self, value: float) -> None:
+        self.cfg.init_noise_scale = float(value)
 
     def _set_stat_tensors(self) -> None:
         s, d = self.stats, self.device

@@ -23,6 +23,16 @@ the initial noise and K transitions), so the PPO ratio does not grow with chunk 
 The x_0 term has no parameters (it cancels in the ratio) but is kept so the value is the chain's
 log-density. The whole chain (B, K+1, chunk, max_action_dim) is stored in the rollout buffer.
 
+Chain start (``ReinFlowConfig.init_noise_scale`` s, default 1 = the formula above): x_0 ~
+N(0, s^2 I). With s = 0 every chain starts at x_0 = 0, the x_0 term drops out and the average is
+over the K transitions only. Why it matters: the policy gradient credits only the transition
+noise eps_k, never x_0. A small BC policy's action can depend strongly on x_0 (measured here: the
+same fixed-block episode succeeds for 27-63% of x_0 draws), and then success is mostly decided
+by x_0, which is pure noise for the gradient: PPO did not improve such a policy in 50-70k env
+steps, and it did within a few iterations with s = 0 (README, "ReinFlow fine-tuning"). The
+policy's own sampler uses the same s (``VLAPolicyInterface.init_noise_scale``), so training and
+deployment see the same chain start.
+
 PPO (:func:`ppo_update`): clipped ratio, GAE (:func:`compute_gae`), a critic (:class:`Critic`,
 on the low-dimensional env observation: an asymmetric critic, used only in training), entropy
 bonus (Gaussian transition entropy, averaged per element like the log-prob), optional
@@ -77,6 +87,8 @@ class ReinFlowConfig:
         norm_adv: normalise advantages per iteration.
         critic_hidden: critic MLP width.
         ratio_tol: tolerance of the ratio == 1 check.
+        init_noise_scale: std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at x_0 = 0 (see
+            the module docstring). Applied to the policy (``policy.init_noise_scale``) by the agent.
     """
 
     num_steps: int = 4
@@ -105,6 +117,7 @@ class ReinFlowConfig:
     norm_adv: bool = True
     critic_hidden: int = 256
     ratio_tol: float = 1e-5
+    init_noise_scale: float = 1.0
 
     def __post_init__(self):
         if not 1 <= self.num_steps <= 10:
@@ -168,6 +181,19 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
 
 
+def _start_is_random(policy) -> int:
+    return int(getattr(policy, "init_noise_scale", 1.0) > 0)
+
+
+def start_log_density(policy, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B,) sum over the masked elements of log N(x_0; 0, s^2) with s = ``policy.init_noise_scale``;
+    zeros when s = 0 (the chain then starts at the fixed point x_0 = 0, which has no density)."""
+    s = float(getattr(policy, "init_noise_scale", 1.0))
+    if s <= 0:
+        return torch.zeros(x0.shape[0], device=x0.device)
+    return (gaussian_log_density(x0, torch.zeros_like(x0), torch.full_like(x0, s)) * mask).sum(dim=(1, 2))
+
+
 def noise_mask(policy, device=None) -> torch.Tensor:
     """(chunk_size, max_action_dim) float mask: 1 on the real action dims of the first
     ``n_action_steps`` chunk positions (the random, executed elements), else 0."""
@@ -214,7 +240,7 @@ def sample_chain(policy, noise_head: NoiseHead | None, batch: dict, num_steps: i
     mask = noise_mask(policy, x.device)
     dt = -1.0 / num_steps
     chain = [x]
-    logp = (gaussian_log_density(x, torch.zeros_like(x), torch.ones_like(x)) * mask).sum(dim=(1, 2))
+    logp = start_log_density(policy, x, mask)
     sig_sum = 0.0
     for k in range(num_steps):
         t = torch.full((b,), 1.0 + k * dt, device=x.device)
@@ -228,7 +254,7 @@ def sample_chain(policy, noise_head: NoiseHead | None, batch: dict, num_steps: i
             logp = logp + (gaussian_log_density(x, mean, std) * mask).sum(dim=(1, 2))
             sig_sum += float((std * mask).sum() / (mask.sum() * b))
         chain.append(x)
-    n_el = float(mask.sum()) * (num_steps + 1)
+    n_el = float(mask.sum()) * (num_steps + _start_is_random(policy))
     logp = torch.zeros(b, device=x.device) if deterministic else logp / n_el
     return ChainSample(x, torch.stack(chain, dim=1), logp, 0.0 if deterministic else sig_sum / num_steps)
 
@@ -248,8 +274,7 @@ def chain_log_prob(policy, noise_head: NoiseHead, batch: dict, chain: torch.Tens
     b = chain.shape[0]
     mask = noise_mask(policy, chain.device)
     dt = -1.0 / k_steps
-    x0 = chain[:, 0]
-    logp = (gaussian_log_density(x0, torch.zeros_like(x0), torch.ones_like(x0)) * mask).sum(dim=(1, 2))
+    logp = start_log_density(policy, chain[:, 0], mask)
     ent = torch.zeros(b, device=chain.device)
     sig = torch.zeros(b, device=chain.device)
     for k in range(k_steps):
@@ -261,7 +286,7 @@ def chain_log_prob(policy, noise_head: NoiseHead, batch: dict, chain: torch.Tens
         ent = ent + ((0.5 * (1.0 + LOG_2PI) + torch.log(std)) * mask).sum(dim=(1, 2))
         sig = sig + (std * mask).sum(dim=(1, 2))
     n_m = mask.sum()
-    return logp / (n_m * (k_steps + 1)), ent / (n_m * k_steps), sig / (n_m * k_steps)
+    return logp / (n_m * (k_steps + _start_is_random(policy))), ent / (n_m * k_steps), sig / (n_m * k_steps)
 
 
 def _batch_size(batch: dict) -> int:
@@ -381,6 +406,7 @@ class ReinFlowAgent:
     def __init__(self, policy, cfg: ReinFlowConfig, critic_input_dim: int, preset: str = "all"):
         self.policy = policy
         self.cfg = cfg
+        policy.init_noise_scale = cfg.init_noise_scale
         self.noise_head = NoiseHead(policy.hidden_dim, policy.max_action_dim, cfg.sigma_min, cfg.sigma_max,
                                     cfg.noise_hidden).to(policy.device)
         self.critic = Critic(critic_input_dim, cfg.critic_hidden).to(policy.device)

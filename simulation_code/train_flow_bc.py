@@ -51,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=fp.FlowPolicyConfig.depth)
     p.add_argument("--num-denoise-steps", type=int, default=fp.FlowPolicyConfig.num_denoise_steps, help="K at inference")
     p.add_argument("--action-mode", default="delta", choices=("delta", "absolute"))
+    p.add_argument("--init-noise-scale", type=float, default=fp.FlowPolicyConfig.init_noise_scale,
+                   help="std of the sampler's start noise at inference (0 = deterministic sampler from x=0)")
     p.add_argument("--eval-episodes", type=int, default=0, help="evaluate on this many seeded episodes after training")
     p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
     p.add_argument("--env-id", default="SO101PickPlace-v0")
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
     data = load_data(args)
     n_eps = len(np.unique(data["episode_index"]))
     cfg = fp.FlowPolicyConfig(chunk_size=args.chunk_size, n_action_steps=args.n_action_steps, hidden_dim=args.hidden_dim,
-                              depth=args.depth, num_denoise_steps=args.num_denoise_steps, action_mode=args.action_mode)
+                              depth=args.depth, num_denoise_steps=args.num_denoise_steps, action_mode=args.action_mode,
+                              init_noise_scale=args.init_noise_scale)
     chunks = fp.chunk_targets(data["action"], data["episode_index"], cfg.chunk_size)
     stats = fp.compute_norm_stats(data["state"], data["env_state"], chunks, cfg)
     policy = fp.FlowPolicy(cfg, stats)

@@ -103,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
     a.add_argument("--reward-clip", type=float, default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
+    a.add_argument("--init-noise-scale", type=float, default=None,
+                   help="std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at 0 so that all exploration is the "
+                        "learnable noise (default: the base policy's own, 1 for the VLAs)")
     e = p.add_argument_group("evaluation and logging")
     e.add_argument("--eval-every", type=int, default=5, help="evaluate every N iterations (0 = never)")
     e.add_argument("--eval-episodes", type=int, default=20)
@@ -217,6 +220,8 @@ def main(argv=None) -> int:
         print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
     else:
         cfg = reinflow_config(args)
+        cfg.init_noise_scale = float(args.init_noise_scale if args.init_noise_scale is not None
+                                     else getattr(policy, "init_noise_scale", 1.0))
     probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
     critic_dim = critic_features({k: v[None] for k, v in probe.reset(seed=0)[0].items()}).shape[1]
     probe.close()

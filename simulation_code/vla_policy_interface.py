@@ -56,6 +56,10 @@ class VLAPolicyInterface(ABC):
     frame: str
     device: torch.device
     task: str
+    #: std s of the chain start x(t=1) ~ N(0, s^2 I). 1 = LeRobot's sampler; 0 starts every chain
+    #: at x = 0 (a deterministic deployment sampler; ReinFlow then explores only through its
+    #: learnable noise, see reinflow_smolvla.ReinFlowConfig.init_noise_scale).
+    init_noise_scale: float = 1.0
 
     def __init__(self) -> None:
         self._queue: deque[np.ndarray] = deque()
@@ -124,8 +128,10 @@ class VLAPolicyInterface(ABC):
         hidden_dim) (the action expert's output for VLAs); input of ReinFlow's noise head."""
 
     def sample_noise(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x(t=1) ~ N(0, I): (batch_size, chunk_size, max_action_dim) on ``device``."""
-        return torch.randn(batch_size, self.chunk_size, self.max_action_dim, generator=generator, device="cpu").to(self.device)
+        """x(t=1) ~ N(0, s^2 I) with s = :attr:`init_noise_scale`: (batch_size, chunk_size,
+        max_action_dim) on ``device``. The generator advances the same way for every s."""
+        x = torch.randn(batch_size, self.chunk_size, self.max_action_dim, generator=generator, device="cpu")
+        return (x * self.init_noise_scale).to(self.device)
 
     @abstractmethod
     def to_mujoco_actions(self, x0: torch.Tensor, batch: dict | None = None) -> np.ndarray:

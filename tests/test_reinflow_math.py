@@ -146,3 +146,35 @@ def test_clipped_objective_gradient_zero_outside_clip_range():
     lp2 = torch.log(torch.tensor([1.5])).requires_grad_(True)
     clipped_surrogate(lp2, torch.zeros(1), torch.tensor([-1.0]), eps)[0].backward()
     assert lp2.grad[0] != 0
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_chain_start_scale_log_prob_and_deterministic_sampler(scale):
+    """init_noise_scale s: x_0 ~ N(0, s^2) enters the log-prob with std s; s = 0 starts every chain
+    at 0, drops the x_0 term (average over K transitions) and makes the sampler deterministic."""
+    pol = _policy(chunk=4, n_exec=2)
+    pol.init_noise_scale = scale
+    assert pol.cfg.init_noise_scale == scale  # stored in the config, hence in checkpoints
+    head = NoiseHead(pol.hidden_dim, pol.max_action_dim)
+    batch = _batch(pol, b=3)
+    k = 3
+    s = sample_chain(pol, head, batch, num_steps=k, generator=torch.Generator().manual_seed(7))
+    chain = s.chain
+    with torch.no_grad():
+        prefix = pol.build_prefix(batch)
+        total = torch.zeros(3)
+        if scale > 0:
+            total += torch.distributions.Normal(0.0, scale).log_prob(chain[:, 0, :2, :]).sum(dim=(1, 2))
+        else:
+            assert torch.all(chain[:, 0] == 0)
+        for i in range(k):
+            t = torch.full((3,), 1.0 - i / k)
+            mean = chain[:, i] - (1.0 / k) * pol.denoise_step(prefix, chain[:, i], t)
+            total += torch.distributions.Normal(mean[:, :2], head(pol.expert_hidden())[:, :2]).log_prob(
+                chain[:, i + 1, :2]).sum(dim=(1, 2))
+    n_elements = 2 * 6 * (k + (1 if scale > 0 else 0))
+    torch.testing.assert_close(s.log_prob, total / n_elements, rtol=0, atol=1e-5)
+    torch.testing.assert_close(chain_log_prob(pol, head, batch, chain)[0], s.log_prob, rtol=0, atol=1e-6)
+    obs = {"observation.state": np.zeros(6, np.float32), "observation.environment_state": np.ones(7, np.float32)}
+    a, b = pol.predict_action_chunk(obs), pol.predict_action_chunk(obs)
+    assert (np.array_equal(a, b)) == (scale == 0)  # only s = 0 gives the same chunk on every call
