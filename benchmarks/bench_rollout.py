@@ -47,10 +47,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SO101_QUIET_GL", "1")
 
-import mujoco_rendering  # noqa: E402,F401
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import mujoco_rendering  # noqa: F401
+import numpy as np
+import torch
 
 #: SmolVLM2-500M-Video-Instruct (the backbone of lerobot/smolvla_base), published config values.
 SMOLVLM2_500M = {
@@ -126,7 +125,9 @@ def build_full_size(model: str, tiny_dir: Path, work: Path, device: str):
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
         from smolvla_adapter import SmolVLAAdapter as cls
         from transformers import LlamaConfig, PreTrainedTokenizerFast, SmolVLMConfig
-        from transformers.models.smolvlm.configuration_smolvlm import SmolVLMVisionConfig
+        from transformers.models.smolvlm.configuration_smolvlm import (
+            SmolVLMVisionConfig,
+        )
 
         vlm = build_tiny_smolvlm(work / "smolvlm2_500m", image_size=SMOLVLM2_500M["vision"]["image_size"])
         tok = PreTrainedTokenizerFast.from_pretrained(str(vlm))
@@ -167,7 +168,14 @@ def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: 
                   image_size: int = 256) -> dict:
     """Peak memory (GB) of one ReinFlow update: batch_size x grad_accum decisions, 1 epoch."""
     import reinflow_vla as rv
-    from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig, RolloutBatch, critic_features, ppo_update, sample_chain
+    from reinflow_smolvla import (
+        ReinFlowAgent,
+        ReinFlowConfig,
+        RolloutBatch,
+        critic_features,
+        ppo_update,
+        sample_chain,
+    )
 
     cuda = policy.device.type == "cuda"
     if step_gc:

@@ -58,9 +58,9 @@ def make_env(env_id: str, **kwargs: Any):
     factory that works in spawn/forkserver children. Torch-free (fast worker start)."""
     import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
-    import gymnasium as gym
-
+    # isort: split
     import envs  # noqa: F401
+    import gymnasium as gym
 
     return gym.make(env_id, **kwargs)
 
@@ -320,4 +320,4 @@ def _stack(items: list):
     return np.stack([np.asarray(o) for o in items])
 
 
-__all__ = ["RobustVectorEnv", "EnvRestartWarning", "EnvWorkerError", "make_env"]
+__all__ = ["EnvRestartWarning", "EnvWorkerError", "RobustVectorEnv", "make_env"]

@@ -40,9 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-
 import so101_mujoco_utils as u
+import torch
 
 VLA_MODEL_TYPES = ("smolvla", "pi0")
 #: The spec's per-model training settings (shared/reference/001, "Training Settings Comparison").
@@ -285,7 +284,7 @@ def load_for_inference(ckpt: dict, args) -> Any:
         SystemExit: the base cannot be loaded; RuntimeError/ValueError: see :func:`apply_checkpoint`.
     """
     base = ckpt["base_policy"]
-    get = lambda name: getattr(args, name, None)  # noqa: E731
+    get = lambda name: getattr(args, name, None)
     frame = get("frame")
     policy = load_policy(ckpt["model_type"], get("policy_path") or base["path"], device=get("device") or "auto",
                          frame=base["frame"] if frame in (None, "auto") else frame,
@@ -439,7 +438,22 @@ def describe_trainable(policy, groups: dict) -> str:
     return ", ".join(f"{g} {c / 1e6:.2f}M" for g, c in counts.items()) + f", frozen {frozen / 1e6:.2f}M"
 
 
-__all__ = ["VLA_SETTINGS", "PRESETS", "add_vla_args", "apply_model_settings", "load_policy", "enable_step_checkpointing",
-           "checkpoint_fields", "apply_checkpoint", "base_policy_info", "load_for_inference", "env_kwargs",
-           "make_vector_env", "discard_episode", "Distributed", "rank_seed", "write_debug_state",
-           "load_training_policy"]
+__all__ = [
+    "PRESETS",
+    "VLA_SETTINGS",
+    "Distributed",
+    "add_vla_args",
+    "apply_checkpoint",
+    "apply_model_settings",
+    "base_policy_info",
+    "checkpoint_fields",
+    "discard_episode",
+    "enable_step_checkpointing",
+    "env_kwargs",
+    "load_for_inference",
+    "load_policy",
+    "load_training_policy",
+    "make_vector_env",
+    "rank_seed",
+    "write_debug_state",
+]

@@ -10,11 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-
 import flow_policy as fp
+import pytest
 import reinflow_vla as rv
+import torch
 
 SIM_DIR = Path(__file__).resolve().parent.parent / "simulation_code"
 

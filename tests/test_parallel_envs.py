@@ -11,9 +11,8 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pytest
-
 import parallel_envs as pe
+import pytest
 import reinflow_vla as rv
 
 NAN_MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"so101_parallel_envs_nan_{os.getuid()}"

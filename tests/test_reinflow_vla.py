@@ -20,14 +20,24 @@ import torch
 
 torch.set_num_threads(1)
 
-import flow_policy as fp  # noqa: E402
-import parallel_envs  # noqa: E402
-import reinflow_vla as rv  # noqa: E402
-import run_reinflow_inference  # noqa: E402
-import train_reinflow  # noqa: E402
-from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, chain_log_prob, check_ratio_is_one,  # noqa: E402
-                              clipped_surrogate, critic_features, noise_mask, ppo_update, sample_chain)
-from vla_tiny import fake_obs  # noqa: E402
+import flow_policy as fp
+import parallel_envs
+import reinflow_vla as rv
+import run_reinflow_inference
+import train_reinflow
+from reinflow_smolvla import (
+    ReinFlowAgent,
+    ReinFlowConfig,
+    RolloutBatch,
+    chain_log_prob,
+    check_ratio_is_one,
+    clipped_surrogate,
+    critic_features,
+    noise_mask,
+    ppo_update,
+    sample_chain,
+)
+from vla_tiny import fake_obs
 
 MODELS = ("smolvla", "pi0")
 IMG = 32
