@@ -359,11 +359,18 @@ class Distributed:
         self.world_size = self.accelerator.num_processes
         self.device = self.accelerator.device
         self.is_main = self.accelerator.is_main_process
+        if self.device.type == "cuda":  # "cuda" (LeRobot's processors use the type only) = this rank's GPU
+            torch.cuda.set_device(self.device)
 
     @staticmethod
     def requested() -> bool:
         """True under a multi-process launcher (``WORLD_SIZE`` > 1)."""
         return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+    @staticmethod
+    def launcher_rank() -> int:
+        """This process's global rank as set by the launcher (0 without one)."""
+        return int(os.environ.get("RANK", "0"))
 
     def average_gradients(self, params) -> None:
         """Mean of every ``p.grad`` across ranks, in one flat all-reduce (params without a grad are

@@ -103,6 +103,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
     a.add_argument("--reward-clip", type=float, default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
+    a.add_argument("--critic-extra-epochs", type=int, default=d.critic_extra_epochs,
+                   help="critic-only epochs per iteration after the PPO epochs")
+    a.add_argument("--critic-batch-size", type=int, default=d.critic_batch_size, help="minibatch of those epochs")
     a.add_argument("--init-noise-scale", type=float, default=None,
                    help="std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at 0 so that all exploration is the "
                         "learnable noise (default: the base policy's own, 1 for the VLAs)")
@@ -197,11 +200,11 @@ def _stack_obs(items: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.model_type != "flow":  # per-model settings first: they choose the device
+        rv.apply_model_settings(args, argv, verbose=rv.Distributed.launcher_rank() == 0)
     dist = rv.Distributed(cpu=args.device == "cpu" or not torch.cuda.is_available()) if rv.Distributed.requested() else None
     rank, is_main = (dist.rank, dist.is_main) if dist is not None else (0, True)
     args._is_main = is_main
-    if args.model_type != "flow":
-        rv.apply_model_settings(args, argv, verbose=is_main)
     if dist is not None:
         args.device = str(dist.device)
         print(f"[rank {rank}/{dist.world_size}] device {args.device}, env seeds offset by rank")
@@ -220,6 +223,7 @@ def main(argv=None) -> int:
         print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
     else:
         cfg = reinflow_config(args)
+        cfg.critic_extra_epochs, cfg.critic_batch_size = args.critic_extra_epochs, args.critic_batch_size
         cfg.init_noise_scale = float(args.init_noise_scale if args.init_noise_scale is not None
                                      else getattr(policy, "init_noise_scale", 1.0))
     probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
