@@ -20,9 +20,13 @@ bar with the latest success rate, a CSV row per iteration (``--log-csv``), optio
 needed to continue exactly: model type, policy/noise-head/critic configs and weights, optimizer
 states, RNG states, iteration and statistics history; written atomically.
 
-``--model-type smolvla`` (the spec's default) and ``pi0`` run the VLA adapters through the same
-engine once they are available (issue 6); the flow policy needs ``--init-checkpoint`` or
-``--policy-path`` (a BC checkpoint from train_flow_bc.py).
+``--model-type smolvla`` (the spec's default) and ``pi0`` fine-tune the VLAs through their
+adapters on the three-camera observations (reinflow_vla.py: per-model settings, ``--trainable
+expert|heads``, checkpoints holding only the trained tensors + the base policy's path; image envs
+in parallel_envs.RobustVectorEnv, restarted on worker failure); ``accelerate launch
+--num_processes P train_reinflow.py ...`` runs P ranks with all-reduced gradients (README, "ReinFlow
+for SmolVLA and Pi0"). The flow policy needs ``--init-checkpoint`` or ``--policy-path`` (a BC
+checkpoint from train_flow_bc.py).
 
 Rendering: training never opens a viewer (``--headless`` is accepted for compatibility);
 ``--no-render`` disables the evaluation video that is otherwise written next to the checkpoint
