@@ -87,6 +87,10 @@ class ReinFlowConfig:
         norm_adv: normalise advantages per iteration.
         critic_hidden: critic MLP width.
         ratio_tol: tolerance of the ratio == 1 check.
+        critic_extra_epochs: extra critic-only epochs per iteration after the PPO epochs (minibatches
+            of ``critic_batch_size``), so the baseline keeps up with the start-state variance of
+            randomized block positions.
+        critic_batch_size: minibatch size (decisions) of those epochs.
         init_noise_scale: std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at x_0 = 0 (see
             the module docstring). Applied to the policy (``policy.init_noise_scale``) by the agent.
     """
@@ -118,6 +122,8 @@ class ReinFlowConfig:
     critic_hidden: int = 256
     ratio_tol: float = 1e-5
     init_noise_scale: float = 1.0
+    critic_extra_epochs: int = 0
+    critic_batch_size: int = 64
 
     def __post_init__(self):
         if not 1 <= self.num_steps <= 10:
@@ -606,6 +612,18 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
         epochs_run += 1
         if stop:
             break
+    for _ in range(cfg.critic_extra_epochs):  # critic-only passes (cheap: a small MLP on the env state)
+        perm = torch.randperm(n, generator=generator).numpy()
+        for s in range(0, n, cfg.critic_batch_size):
+            idx = perm[s : s + cfg.critic_batch_size]
+            v_loss = 0.5 * ((agent.critic(feats[idx]) - data.returns[idx]) ** 2).mean()
+            agent.critic_opt.zero_grad(set_to_none=True)
+            (cfg.vf_coef * v_loss).backward()
+            if dist is not None:
+                dist.average_gradients(list(agent.critic.parameters()))
+            nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.max_grad_norm)
+            agent.critic_opt.step()
+            stats["v_loss"].append(v_loss.item())
     out = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
     out.update(epochs=epochs_run, ratio_check=ratio_dev, policy_updated=float(update_policy),
                early_stop=float(stop))

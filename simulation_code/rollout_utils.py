@@ -24,6 +24,14 @@ import so101_mujoco_utils as u
 
 #: Policies ``--model-type`` accepts, and the one used when the flag is absent.
 MODEL_TYPES = ("smolvla", "pi0", "scripted", "flow")
+#: What each policy type observes (env keyword arguments): the VLAs see the three cameras; the
+#: scripted expert reads the simulator directly; the flow policy uses the privileged block pose.
+OBS_KWARGS = {
+    "smolvla": {"obs_mode": "images"},
+    "pi0": {"obs_mode": "images"},
+    "scripted": {"obs_mode": "state"},
+    "flow": {"obs_mode": "state", "include_env_state": True},
+}
 DEFAULT_MODEL_TYPE = "smolvla"
 
 

@@ -58,8 +58,7 @@ def main(argv=None) -> int:
     make_kwargs = {"render_mode": None if args.headless else "human"}
     if args.max_steps is not None:
         make_kwargs["max_episode_steps"] = args.max_steps
-    # the expert needs no camera images; the VLAs see the three cameras
-    make_kwargs["obs_mode"] = "state" if args.model_type == "scripted" else "images"
+    make_kwargs.update(ru.OBS_KWARGS[args.model_type])
     env = gym.make(args.env_id, **make_kwargs)
     env.unwrapped.render_camera = args.video_camera
     try:
