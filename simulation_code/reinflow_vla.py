@@ -172,23 +172,28 @@ def load_training_policy(args, ckpt: dict | None = None):
     return policy
 
 
+def _checkpointed_denoise_step(self, prefix, x_t, t):
+    inner = super(type(self), self).denoise_step
+    if not torch.is_grad_enabled():
+        return inner(prefix, x_t, t)
+    return torch.utils.checkpoint.checkpoint(inner, prefix, x_t, t, use_reentrant=False)
+
+
 def enable_step_checkpointing(policy) -> None:
     """Activation checkpointing per denoising step: while gradients are on, every
     ``policy.denoise_step`` runs under ``torch.utils.checkpoint`` (non-reentrant), so backward
     keeps one step's expert activations at a time instead of K (the ReinFlow update runs the model
     in eval mode, where LeRobot's own ``gradient_checkpointing`` switch is inactive). Same values
-    and gradients (tests/test_reinflow_vla.py)."""
+    and gradients (tests/test_reinflow_vla.py).
+
+    Implemented by switching ``policy`` to a subclass of its own class (not an instance closure),
+    so a ``copy.deepcopy`` of the policy (the BC reference) runs its *own* weights."""
     if getattr(policy, "_step_checkpointing", False):
         return
-    inner = policy.denoise_step
-
-    def denoise_step(prefix, x_t, t):
-        if not torch.is_grad_enabled():
-            return inner(prefix, x_t, t)
-        return torch.utils.checkpoint.checkpoint(inner, prefix, x_t, t, use_reentrant=False)
-
-    policy.denoise_step = denoise_step
-    policy._step_checkpointing = True
+    base = type(policy)
+    policy.__class__ = type(f"StepCheckpointed{base.__name__}", (base,),
+                            {"denoise_step": _checkpointed_denoise_step, "_step_checkpointing": True,
+                             "__module__": base.__module__})
 
 
 # ---------------------------------------------------------------------- delta checkpoints
@@ -231,6 +236,36 @@ def checkpoint_fields(policy, preset: str, groups: dict, base_info: dict) -> dic
     return {"model_type": policy.model_type, "vla_checkpoint": VLA_CHECKPOINT_KIND, "trainable_preset": preset,
             "trainable_groups": names, "base_policy": base_info,
             "policy_state": {n: params[n].detach().cpu().clone() for ns in names.values() for n in ns}}
+
+
+def strip_reference(out: dict, agent, policy, groups: dict) -> dict:
+    """Replace the BC regulariser's full reference-policy state in a checkpoint dict by its
+    trainable tensors only (``ref_trainable_state``: the frozen rest *is* the base, rebuilt from
+    ``base_policy``), so a VLA checkpoint stays a delta also with ``--bc-coef`` > 0. Returns ``out``."""
+    out["ref_policy_state"] = None
+    if agent.ref_policy is not None:
+        params = dict(agent.ref_policy.model.named_parameters())
+        out["ref_trainable_state"] = {n: params[n].detach().cpu().clone()
+                                      for ns in trainable_names(policy, groups).values() for n in ns}
+    return out
+
+
+def restore_reference(agent, ckpt: dict) -> None:
+    """Counterpart of :func:`strip_reference` on resume: the reference policy was deep-copied
+    from the resumed (fine-tuned) policy, so put its trainable tensors back to the stored ones.
+
+    Raises:
+        RuntimeError: the stored names differ from the reference policy's parameters.
+    """
+    ref = ckpt.get("ref_trainable_state")
+    if agent.ref_policy is None or not ref:
+        return
+    params = dict(agent.ref_policy.model.named_parameters())
+    if not set(ref) <= set(params):
+        raise RuntimeError(f"reference policy: unexpected keys {sorted(set(ref) - set(params))[:5]}; nothing was loaded")
+    with torch.no_grad():
+        for n, v in ref.items():
+            params[n].copy_(v.to(params[n].device, params[n].dtype))
 
 
 def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, list[torch.nn.Parameter]]:
@@ -462,5 +497,7 @@ __all__ = [
     "load_training_policy",
     "make_vector_env",
     "rank_seed",
+    "restore_reference",
+    "strip_reference",
     "write_debug_state",
 ]

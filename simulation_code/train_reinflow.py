@@ -245,6 +245,8 @@ def main(argv=None) -> int:
                   "critic: MLP on the privileged low-dim state (joints + block pose)")
     if ckpt is not None and ckpt.get("kind") == "reinflow":
         agent.load_state_dict(ckpt)
+        if args.model_type != "flow":
+            rv.restore_reference(agent, ckpt)
         set_rng_states(ckpt["rng_state"])
         start_it, history = int(ckpt["iteration"]), list(ckpt.get("history", []))
         bc_source = ckpt.get("bc_source")
@@ -290,6 +292,8 @@ def main(argv=None) -> int:
         out = (policy.checkpoint_fields() if args.model_type == "flow"
                else rv.checkpoint_fields(policy, args.trainable, vla_groups, vla_base))
         out.update(agent.state_dict())
+        if args.model_type != "flow":  # the BC reference is the base: store only its trainable tensors
+            rv.strip_reference(out, agent, policy, vla_groups)
         out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
                    bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
         fp.save_checkpoint(args.checkpoint, out)

@@ -29,6 +29,7 @@ from reinflow_smolvla import (
     ReinFlowAgent,
     ReinFlowConfig,
     RolloutBatch,
+    bc_regulariser,
     chain_log_prob,
     check_ratio_is_one,
     clipped_surrogate,
@@ -232,6 +233,33 @@ def test_delta_checkpoint_strict(policies, tiny_dirs):
         rv.apply_checkpoint(fresh, ck)
     with pytest.raises(ValueError, match="model_type"):
         rv.apply_checkpoint(policies["pi0"], ck)
+
+
+def test_bc_reference_is_stored_as_a_delta_too(tiny_dirs):
+    """With --bc-coef > 0 the reference (= the base) is saved as its trainable tensors only, and
+    restored on resume although the resumed policy was fine-tuned."""
+    pol = rv.load_policy("smolvla", str(tiny_dirs["smolvla"]), device="cpu", verbose=False)
+    rv.enable_step_checkpointing(pol)  # the deep-copied reference must run its own weights
+    agent = _agent(pol, "heads", bc_coef=0.5)
+    groups = pol.trainable_parameter_groups("heads")
+    out = rv.strip_reference(agent.state_dict(), agent, pol, groups)
+    names = {n for ns in rv.trainable_names(pol, groups).values() for n in ns}
+    assert out["ref_policy_state"] is None and set(out["ref_trainable_state"]) == names
+    base = {n: v.clone() for n, v in out["ref_trainable_state"].items()}
+    with torch.no_grad():  # "fine-tune" the policy, then build the resumed agent from it
+        for n, p in pol.model.named_parameters():
+            if n in names:
+                p.add_(0.5)
+    resumed = _agent(pol, "heads", bc_coef=0.5)
+    ref = dict(resumed.ref_policy.model.named_parameters())
+    assert not torch.equal(ref[min(names)], base[min(names)])
+    batch = pol.prepare_batch(_obs_batch(1), pol.task)
+    assert float(bc_regulariser(resumed, batch, torch.Generator().manual_seed(0))) == 0  # ref == policy so far
+    rv.restore_reference(resumed, out)
+    for n in names:
+        assert torch.equal(ref[n], base[n])
+    assert float(bc_regulariser(resumed, batch, torch.Generator().manual_seed(0))) > 1e-4  # ref runs its own weights
+    assert type(resumed.ref_policy).__name__.startswith("StepCheckpointed")
 
 
 # ----------------------------------------------------------------------------- scripts end to end
