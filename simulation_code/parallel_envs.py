@@ -195,6 +195,16 @@ class RobustVectorEnv(VectorEnv):
                 cause = str(e)
 
     # ------------------------------------------------------------------ gymnasium API
+    def _send_all(self, messages: list) -> dict[int, str]:
+        """Send ``messages[i]`` to worker i; returns {env index: error} for the workers that failed."""
+        failed: dict[int, str] = {}
+        for i, msg in enumerate(messages):
+            try:
+                self._send(i, msg)
+            except EnvWorkerError as e:
+                failed[i] = str(e)
+        return failed
+
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         """Reset every env. ``seed``: None, an int (env i gets seed + i) or one seed per env.
 
@@ -212,13 +222,7 @@ class RobustVectorEnv(VectorEnv):
             seeds = [None if s is None else int(s) for s in seed]
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
-        kws = [{"seed": s, "options": options} for s in seeds]
-        failed: dict[int, str] = {}
-        for i in range(self.num_envs):
-            try:
-                self._send(i, ("reset", kws[i]))
-            except EnvWorkerError as e:
-                failed[i] = str(e)
+        failed = self._send_all([("reset", {"seed": s, "options": options}) for s in seeds])
         results: list[Any] = [None] * self.num_envs
         for i in range(self.num_envs):
             if i in failed:
@@ -245,13 +249,7 @@ class RobustVectorEnv(VectorEnv):
         for what a failed env returns. Returns (obs, rewards (N,) float64, terminated (N,) bool,
         truncated (N,) bool, infos with ``final_obs``/``final_info`` and ``discarded``)."""
         self._check_open()
-        acts = [actions[i] for i in range(self.num_envs)]
-        failed: dict[int, str] = {}
-        for i in range(self.num_envs):
-            try:
-                self._send(i, ("step", acts[i]))
-            except EnvWorkerError as e:
-                failed[i] = str(e)
+        failed = self._send_all([("step", actions[i]) for i in range(self.num_envs)])
         results: list[Any] = [None] * self.num_envs
         for i in range(self.num_envs):
             if i in failed:
