@@ -15,12 +15,12 @@ import parallel_envs as pe
 import pytest
 import reinflow_vla as rv
 
-NAN_MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"so101_parallel_envs_nan_{os.getuid()}"
 KW = {"obs_mode": "images", "image_size": 32, "include_env_state": True, "max_episode_steps": 3}
 
 
-def nan_env(env_id, **kwargs):
-    """Env whose first life returns a NaN joint state at its 2nd step (marker file: only once)."""
+def nan_env(env_id, marker, **kwargs):
+    """Env whose first life returns a NaN joint state at its 2nd step (``marker`` file: only once,
+    so the restarted worker behaves; a per-test path, so concurrent runs cannot interfere)."""
     import gymnasium as gym
 
     env = pe.make_env(env_id, **kwargs)
@@ -31,8 +31,8 @@ def nan_env(env_id, **kwargs):
         def step(self, action):
             obs, r, te, tr, info = self.env.step(action)
             NaNState.steps += 1
-            if NaNState.steps == 2 and not NAN_MARKER.exists():
-                NAN_MARKER.write_text("x")
+            if NaNState.steps == 2 and not Path(marker).exists():
+                Path(marker).write_text("x")
                 obs = dict(obs, **{"observation.state": np.full(6, np.nan, np.float32)})
             return obs, r, te, tr, info
 
@@ -70,20 +70,19 @@ def test_batching_autoreset_and_killed_worker(vec):
     assert not infos["discarded"].any() and np.isfinite(obs["observation.state"]).all()
 
 
-def test_nan_state_restarts_the_worker():
-    NAN_MARKER.unlink(missing_ok=True)
-    v = pe.RobustVectorEnv([partial(nan_env, "SO101PickPlace-v0", **KW)] * 2)
+def test_nan_state_restarts_the_worker(tmp_path):
+    marker = tmp_path / "nan_done"
+    v = pe.RobustVectorEnv([partial(nan_env, "SO101PickPlace-v0", str(marker), **KW)] * 2)
     try:
         obs, _ = v.reset(seed=0)
         act = np.tile(obs["observation.state"][:1], (2, 1))
         v.step(act)
         with pytest.warns(pe.EnvRestartWarning, match="non-finite"):
             obs, r, te, tr, infos = v.step(act)
-        assert infos["discarded"].sum() == 1 and v.restarts == 1 and NAN_MARKER.exists()
+        assert infos["discarded"].sum() == 1 and v.restarts == 1 and marker.exists()
         assert np.isfinite(obs["observation.state"]).all()
     finally:
         v.close()
-        NAN_MARKER.unlink(missing_ok=True)
 
 
 def test_discard_episode_drops_only_the_unfinished_episode():
