@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SO101_QUIET_GL", "1")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SO101_TEST_RUN_ID", str(os.getpid()))  # per-session names for cross-process test markers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIM_DIR = REPO_ROOT / "simulation_code"

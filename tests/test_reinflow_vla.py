@@ -263,7 +263,9 @@ def test_bc_reference_is_stored_as_a_delta_too(tiny_dirs):
 
 
 # ----------------------------------------------------------------------------- scripts end to end
-FAULT_MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"so101_reinflow_vla_fault_{os.getuid()}"
+# One path per pytest session (conftest sets SO101_TEST_RUN_ID before any env worker starts; the
+# workers re-import this module and inherit it), so concurrent test runs cannot share the marker.
+FAULT_MARKER = Path(os.environ.get("TMPDIR", "/tmp")) / f"so101_reinflow_vla_fault_{os.environ.get('SO101_TEST_RUN_ID', os.getuid())}"
 
 
 def dying_env(env_id, **kwargs):
