@@ -7,12 +7,15 @@ Copy-paste (from the repository root):
 Steps (each one a subprocess running the project's own scripts, from simulation_code/):
  1. record scripted demonstrations with record_dataset.py (LeRobotDataset v3; block pose
     reconstructed by replaying the recorded seeds, see flow_policy.load_lerobot_demonstrations);
- 2. BC-train the flow policy deliberately short of mastery (few demos, few steps);
+ 2. BC-train the flow policy deliberately short of mastery (15 demos) with the deterministic
+    sampler starting at x_0 = 0 (``--init-noise-scale 0``, see reinflow_smolvla's docstring);
  3. evaluate it on ``--eval-episodes`` held-out seeded randomized episodes (seeds 0..N-1;
     demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
     sampler (run_reinflow_inference.py);
- 4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py);
- 5. evaluate the fine-tuned policy on the same episodes;
+ 4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py), evaluating every 2 iterations on 50
+    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score
+    (``--keep-best``: model selection on seeds disjoint from the test seeds);
+ 5. evaluate the kept policy on the same held-out episodes as in step 3;
  6. print before/after success rates, mean returns, env steps and wall time, and write
     ``OUT/results.json``. ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
 """
@@ -30,6 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ROOT / "simulation_code"
 PY = sys.executable
+#: First seed of the small evaluation train_reinflow.py runs while training (disjoint from the
+#: held-out test seeds 0..N-1, the demonstration seeds and the training seeds).
+MONITOR_SEED = 20_000
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -52,14 +58,15 @@ def run(cmd: list[str], log: Path) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_reinflow")
-    ap.add_argument("--demos", type=int, default=30, help="scripted demonstrations for BC")
+    ap.add_argument("--demos", type=int, default=15, help="scripted demonstrations for BC")
     ap.add_argument("--demo-seed", type=int, default=5000)
-    ap.add_argument("--bc-steps", type=int, default=1500, help="BC gradient steps (short of mastery)")
+    ap.add_argument("--bc-steps", type=int, default=4000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=25, help="ReinFlow PPO iterations")
-    ap.add_argument("--rollout-steps", type=int, default=1000, help="env steps per env per iteration")
-    ap.add_argument("--reinflow-args", default="--policy-lr 5e-6 --clip 0.1 --target-kl 0.01 --epochs 5 "
-                    "--batch-size 256 --sigma-min 0.04 --sigma-max 0.1 --bc-coef 1.0 --critic-warmup-iters 2",
+    ap.add_argument("--iterations", type=int, default=16, help="ReinFlow PPO iterations")
+    ap.add_argument("--rollout-steps", type=int, default=1500, help="env steps per env per iteration")
+    ap.add_argument("--reinflow-args", default="--policy-lr 3e-5 --clip 0.01 --target-kl 0.01 --epochs 5 "
+                    "--batch-size 500 --sigma-min 0.05 --sigma-max 0.15 --critic-warmup-iters 3 "
+                    "--critic-extra-epochs 10 --max-episode-steps 60",
                     help="extra train_reinflow.py flags")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
@@ -76,15 +83,18 @@ def main(argv=None) -> int:
                                "--num_episodes", str(args.demos), "--seed", str(args.demo_seed), "--image-size", "64"],
                               out / "record.log")
     times["bc"] = run([PY, "train_flow_bc.py", "--dataset", str(demos), "--steps", str(args.bc_steps),
-                       "--checkpoint", str(bc)], out / "bc.log")
+                       "--init-noise-scale", "0", "--checkpoint", str(bc)], out / "bc.log")
     ev = ["--episodes", str(args.eval_episodes), "--seed", "0", "--headless"]
     times["eval_before"] = run([PY, "run_reinflow_inference.py", "--checkpoint", str(bc), *ev,
                                 "--summary-json", str(out / "eval_bc.json")], out / "eval_bc.log")
     times["reinflow"] = run([PY, "train_reinflow.py", "--model-type", "flow", "--init-checkpoint", str(bc),
                              "--parallel-envs", "2", "--iterations", str(args.iterations),
-                             "--rollout-steps", str(args.rollout_steps), "--eval-every", "5", "--eval-episodes", "20",
-                             "--eval-seed", "0", "--no-render", "--headless", "--quiet", "--checkpoint", str(rl),
+                             "--rollout-steps", str(args.rollout_steps), "--eval-every", "2", "--eval-episodes", "50", "--keep-best",
+                             "--eval-seed", str(MONITOR_SEED), "--no-render", "--headless", "--quiet", "--checkpoint", str(rl),
                              *args.reinflow_args.split()], out / "reinflow.log")
+    best = rl.with_name(rl.stem + "_best" + rl.suffix)  # chosen on the monitoring seeds, not the test seeds
+    if best.exists():
+        shutil.copy(best, rl)
     times["eval_after"] = run([PY, "run_reinflow_inference.py", "--checkpoint", str(rl), *ev,
                                "--summary-json", str(out / "eval_reinflow.json")], out / "eval_reinflow.log")
     before = json.loads((out / "eval_bc.json").read_text())

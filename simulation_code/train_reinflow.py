@@ -118,6 +118,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--eval-episodes", type=int, default=20)
     e.add_argument("--eval-seed", type=int, default=0, help="first seed of the fixed evaluation episodes")
     e.add_argument("--eval-at-start", action="store_true", help="also evaluate before the first iteration")
+    e.add_argument("--keep-best", action="store_true",
+                   help="also keep the checkpoint with the best evaluation success so far as CHECKPOINT_best.pt "
+                        "(model selection on the --eval-seed episodes: keep them disjoint from your test seeds)")
     e.add_argument("--log-csv", type=Path, default=None, help="CSV of per-iteration statistics (default: next to the checkpoint)")
     e.add_argument("--tensorboard", type=Path, default=None, help="TensorBoard log dir (needs the tensorboard package)")
     e.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs wandb)")
@@ -286,7 +289,7 @@ def main(argv=None) -> int:
         return {"eval_success": float(np.mean([e["success"] for e in eps])),
                 "eval_return": float(np.mean([e["return"] for e in eps])), "eval_iteration": iteration}
 
-    def save(iteration: int) -> None:
+    def save(iteration: int, path: Path | None = None) -> None:
         if not is_main:
             return
         out = (policy.checkpoint_fields() if args.model_type == "flow"
@@ -296,7 +299,11 @@ def main(argv=None) -> int:
             rv.strip_reference(out, agent, policy, vla_groups)
         out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
                    bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
-        fp.save_checkpoint(args.checkpoint, out)
+        fp.save_checkpoint(path or args.checkpoint, out)
+
+    best_path = args.checkpoint.with_name(args.checkpoint.stem + "_best" + args.checkpoint.suffix)
+    best_success = max((h["eval_success"] for h in history if h.get("eval_success") == h.get("eval_success")
+                        and h.get("eval_success") is not None and not h.get("initial_eval")), default=-1.0)
 
     if args.eval_at_start and start_it == 0 and args.eval_episodes and is_main:
         ev = run_eval(0)
@@ -419,6 +426,11 @@ def main(argv=None) -> int:
                 ev = run_eval(it + 1)
                 latest_success = ev["eval_success"]
                 row.update(ev)
+                if args.keep_best and ev["eval_success"] > best_success:
+                    best_success = ev["eval_success"]
+                    history.append(row)
+                    save(it + 1, best_path)  # the best so far on the monitoring seeds, not the test seeds
+                    history.pop()
             else:
                 row.update(eval_success=float("nan"), eval_return=float("nan"))
             row["iter_s"] = time.perf_counter() - t_it

@@ -39,8 +39,11 @@ def test_bc_checkpoint_contents(bc_ckpt):
 def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
     straight = tmp_path / "straight.pt"
     assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "2",
-                                          "--checkpoint", str(straight)]) == 0
+                                          "--keep-best", "--checkpoint", str(straight)]) == 0
     ck = fp.load_checkpoint(straight)
+    best = fp.load_checkpoint(tmp_path / "straight_best.pt")  # --keep-best: the best evaluation so far
+    evals = [(h["eval_success"], -h["iteration"]) for h in ck["history"]]
+    assert best["iteration"] == -max(evals)[1] and best["history"][-1]["eval_success"] == max(evals)[0]
     assert ck["kind"] == "reinflow" and ck["iteration"] == 2 and len(ck["history"]) == 2
     assert ck["history"][1]["policy_updated"] == 1.0 and ck["history"][1]["ratio_check"] <= 1e-5
     rows = list(csv.DictReader(open(straight.with_suffix(".csv"))))
