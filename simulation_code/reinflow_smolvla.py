@@ -382,6 +382,21 @@ def compute_gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray
     return adv, adv + np.asarray(values, np.float64)
 
 
+def group_relative_advantages(group_ids: np.ndarray, returns: np.ndarray) -> np.ndarray:
+    """Episode return minus the mean return of its group (episodes that started from the same
+    state, e.g. the same block position), (N,) -> (N,) float64. The baseline then carries no
+    start-state variance: with randomized block positions a learned critic must first learn how
+    hard each position is, a group mean knows it exactly (used by ``train_reinflow.py
+    --advantage paired``; GRPO/RLOO-style)."""
+    group_ids = np.asarray(group_ids)
+    returns = np.asarray(returns, dtype=np.float64)
+    adv = np.empty_like(returns)
+    for g in np.unique(group_ids):
+        sel = group_ids == g
+        adv[sel] = returns[sel] - returns[sel].mean()
+    return adv
+
+
 def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: torch.Tensor, clip: float) -> tuple[torch.Tensor, dict]:
     """PPO clipped policy loss (to minimise): mean(max(-A r, -A clip(r, 1-eps, 1+eps))).
 
@@ -710,5 +725,6 @@ def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num
 
 
 __all__ = ["ReinFlowConfig", "NoiseHead", "gaussian_log_density", "noise_mask", "sample_chain", "chain_log_prob",
-           "ChainSample", "Critic", "RunningNorm", "critic_features", "compute_gae", "clipped_surrogate",
+           "ChainSample", "Critic", "RunningNorm", "critic_features", "compute_gae", "group_relative_advantages",
+           "clipped_surrogate",
            "ReinFlowAgent", "RolloutBatch", "check_ratio_is_one", "ppo_update", "bc_regulariser", "evaluate"]

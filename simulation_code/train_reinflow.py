@@ -55,7 +55,8 @@ from tqdm import tqdm
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
 import reinflow_vla as rv
-from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate, ppo_update
+from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate,
+                              group_relative_advantages, ppo_update)
 
 MODEL_TYPES = ("smolvla", "pi0", "flow")
 #: Offsets that keep training, evaluation and demonstration seeds disjoint.
@@ -107,6 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
     a.add_argument("--reward-clip", type=float, default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
+    a.add_argument("--advantage", choices=("gae", "paired"), default="gae",
+                   help="gae: GAE with the critic; paired: every env starts the same sequence of block positions, and "
+                        "an episode's advantage is its return minus the mean return of the envs' episodes from the "
+                        "same position (all its decisions share it; episodes cut by the rollout end are dropped)")
     a.add_argument("--critic-extra-epochs", type=int, default=d.critic_extra_epochs,
                    help="critic-only epochs per iteration after the PPO epochs")
     a.add_argument("--critic-batch-size", type=int, default=d.critic_batch_size, help="minibatch of those epochs")
@@ -330,7 +335,10 @@ def main(argv=None) -> int:
             agent.eval_mode()
 
             # ---------------------------------------------------------- rollout
-            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)])
+            paired = args.advantage == "paired"  # same seed everywhere: env j's k-th episode = env 0's k-th block
+            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + (0 if paired else j)
+                                     for j in range(n_envs)])
+            ep_count = np.zeros(n_envs, int)
             queues: list[list[np.ndarray]] = [[] for _ in range(n_envs)]
             open_dec: list[dict | None] = [None] * n_envs
             decisions: list[list[dict]] = [[] for _ in range(n_envs)]
@@ -346,7 +354,7 @@ def main(argv=None) -> int:
                     sig_means.append(sample.sigma_mean)
                     for j, i in enumerate(need):
                         open_dec[i] = {"obs": _obs_at(obs, i), "chain": sample.chain[j], "log_prob": sample.log_prob[j],
-                                       "reward": 0.0}
+                                       "reward": 0.0, "episode": int(ep_count[i])}
                         queues[i] = list(chunks[j][:n_exec])
                 actions = np.stack([queues[i].pop(0) for i in range(n_envs)])
                 obs, reward, term, trunc, infos = vec.step(actions)
@@ -367,6 +375,7 @@ def main(argv=None) -> int:
                         decisions[i].append(dec)
                         finished.append({"return": float(ep_ret[i]), "length": int(ep_len[i]), "success": success})
                         ep_ret[i], ep_len[i] = 0.0, 0
+                        ep_count[i] += 1
                         queues[i], open_dec[i] = [], None
                     elif not queues[i]:
                         dec.update(terminated=False, end=False, next_obs=_obs_at(obs, i))
@@ -396,9 +405,27 @@ def main(argv=None) -> int:
                 adv_parts.append(adv)
                 ret_parts.append(ret)
                 pos += n
+            advantages, returns = np.concatenate(adv_parts), np.concatenate(ret_parts)
+            if paired:  # group baseline over the envs' episodes from the same block position
+                r_dec = np.concatenate([np.clip(np.array([d["reward"] for d in pe]) * cfg.reward_scale,
+                                                -(cfg.reward_clip or np.inf), cfg.reward_clip or np.inf)
+                                        for pe in decisions if pe])
+                env_of = np.concatenate([[i] * len(pe) for i, pe in enumerate(decisions)]).astype(int)
+                ep_of = np.array([d["episode"] for d in flat])
+                keep = ep_of < ep_count.min()  # episodes every env finished
+                ep_ret_sum = {}
+                for i_env, k, r in zip(env_of, ep_of, r_dec):
+                    ep_ret_sum[(i_env, k)] = ep_ret_sum.get((i_env, k), 0.0) + r
+                ep_return = np.array([ep_ret_sum[(i_env, k)] for i_env, k in zip(env_of, ep_of)])
+                advantages = np.zeros(len(flat))
+                advantages[keep] = group_relative_advantages(ep_of[keep], ep_return[keep])
+                idx = np.flatnonzero(keep)
+                all_obs = {k: v[idx] for k, v in all_obs.items()}
+                feats, flat = feats[idx], [flat[j] for j in idx]
+                advantages, returns = advantages[idx], returns[idx]
             data = RolloutBatch(all_obs, torch.stack([d["chain"] for d in flat]), torch.stack([d["log_prob"] for d in flat]),
-                                torch.as_tensor(np.concatenate(adv_parts), dtype=torch.float32),
-                                torch.as_tensor(np.concatenate(ret_parts), dtype=torch.float32))
+                                torch.as_tensor(advantages, dtype=torch.float32),
+                                torch.as_tensor(returns, dtype=torch.float32))
             t_roll = time.perf_counter() - t_it
 
             # ---------------------------------------------------------- PPO update

@@ -178,3 +178,12 @@ def test_chain_start_scale_log_prob_and_deterministic_sampler(scale):
     obs = {"observation.state": np.zeros(6, np.float32), "observation.environment_state": np.ones(7, np.float32)}
     a, b = pol.predict_action_chunk(obs), pol.predict_action_chunk(obs)
     assert (np.array_equal(a, b)) == (scale == 0)  # only s = 0 gives the same chunk on every call
+
+
+def test_group_relative_advantages_hand_worked():
+    from reinflow_smolvla import group_relative_advantages
+
+    groups = np.array([0, 0, 1, 1, 1, 2])
+    returns = np.array([3.0, 1.0, 5.0, 2.0, 2.0, 7.0])
+    # group 0 mean 2, group 1 mean 3, group 2 mean 7 (a lone episode gets no signal)
+    np.testing.assert_allclose(group_relative_advantages(groups, returns), [1, -1, 2, -1, -1, 0])
