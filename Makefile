@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+.PHONY: install demo demo-expert test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -16,9 +16,16 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install -r requirements.txt
 	@touch $@
 
+# The ReinFlow-fine-tuned flow policy (shipped checkpoint) on 10 randomized episodes, with a report.
 demo: install
+	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type flow --policy-path checkpoints/flow_reinflow.pt \
+		--episodes 10 --seed 0 --headless --video-dir ../outputs/demo/videos --summary-json ../outputs/demo/summary.json \
+		--report ../outputs/demo/report
+
+# The scripted IK expert (100% on seeds 0-49, benchmarks/bench_expert.py).
+demo-expert: install
 	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type scripted --episodes 10 --seed 0 \
-		--headless --video-dir ../outputs/demo/videos --summary-json ../outputs/demo/summary.json
+		--headless --video-dir ../outputs/demo_expert/videos --summary-json ../outputs/demo_expert/summary.json
 
 test: install
 	$(PY) -m pytest tests $(PYTEST_ARGS)

@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the env ids)
+import eval_report
 import flow_policy as fp
 import rollout_utils as ru
 import so101_mujoco_utils as u
@@ -104,6 +105,9 @@ def main(argv=None) -> int:
     env.unwrapped.render_camera = args.video_camera
     name = f"{model_type}-{kind}" + ("-stochastic" if args.stochastic else "")
 
+    if args.report and not args.video_dir:
+        args.video_dir = args.report / "videos"
+    report = eval_report.EvalReport()
     episodes, n_inf = [], 0
     t0 = time.perf_counter()
     bar = tqdm(range(args.episodes), desc=f"{name} episodes", unit="ep")
@@ -129,6 +133,7 @@ def main(argv=None) -> int:
                           f"{np.round(chunk[policy.n_action_steps - 1], 3)} ({1e3 * (time.perf_counter() - t_inf):.1f} ms)")
                 n_inf += 1
                 for a in chunk[: policy.n_action_steps]:
+                    report.add_step(i, a)
                     obs, reward, terminated, truncated, info = env.step(a)
                     ep_return += reward
                     length += 1
@@ -152,6 +157,8 @@ def main(argv=None) -> int:
     })
     if args.summary_json:
         ru.write_json_atomic(args.summary_json, summary)
+    if args.report:
+        print(f"report -> {eval_report.write_report(args.report, summary, report.actions)}")
     lo, hi = summary["success_rate_ci95"]
     print(f"{name}: success {summary['success_rate']:.0%} ({sum(e['success'] for e in episodes)}/{len(episodes)}, "
           f"95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, mean length "

@@ -41,3 +41,20 @@ def test_report_page_figures_and_links(tmp_path):
     for fig in ("returns.png", "block_starts.png", "action_traces.png"):
         assert f'src="{fig}"' in page and (out / fig).stat().st_size > 1000
     assert page.count('class="ok">success') == wins
+
+
+def test_reinflow_inference_writes_the_same_report(tmp_path):
+    import run_reinflow_inference
+    from conftest import SIM_DIR
+
+    out = tmp_path / "rep"
+    rc = run_reinflow_inference.main(["--checkpoint", str(SIM_DIR / "checkpoints" / "flow_bc.pt"), "--episodes", "2",
+                                      "--seed", "3", "--max-steps", "12", "--headless", "--report", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [3, 4]
+    for i, e in enumerate(summary["per_episode"]):
+        assert np.array(summary["actions_rad"][str(i)]).shape == (e["length"], 6) and e["length"] <= 12
+        assert (out / "videos" / f"episode_{i:03d}.mp4").is_file()
+    wins = sum(e["success"] for e in summary["per_episode"])
+    assert f"({wins}/2 episodes" in (out / "report.html").read_text()
