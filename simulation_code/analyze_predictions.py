@@ -89,12 +89,26 @@ def load_policy(model_type: str, args: argparse.Namespace):
 
 
 def dataset_frames(dataset, episodes: list[int]):
-    """Yield (episode, frame dict) for the chosen episodes, in order."""
+    """Yield (episode, row index, frame dict) for the chosen episodes, in order."""
     cols = dataset.hf_dataset.with_format("numpy")
     ep_index = np.asarray(cols["episode_index"])
     for ep in episodes:
         for i in np.nonzero(ep_index == ep)[0]:
-            yield ep, dataset[int(i)]
+            yield ep, int(i), dataset[int(i)]
+
+
+def replayed_env_states(dataset) -> np.ndarray:
+    """(N, 7) block pose per dataset row for datasets without ``observation.environment_state``
+    (what the privileged flow policy needs), reconstructed by replaying each recorded episode
+    from its stored seed (flow_policy.load_lerobot_demonstrations)."""
+    import flow_policy as fp
+
+    demo = fp.load_lerobot_demonstrations(str(dataset.root))
+    cols = dataset.hf_dataset.with_format("numpy")
+    order = np.lexsort((np.asarray(cols["frame_index"]), np.asarray(cols["episode_index"])))
+    by_row = np.empty_like(demo["env_state"])
+    by_row[order] = demo["env_state"]
+    return by_row
 
 
 def to_env_observation(frame: dict, image_keys: list[str]) -> dict:
@@ -109,7 +123,8 @@ def to_env_observation(frame: dict, image_keys: list[str]) -> dict:
     return obs
 
 
-def predict_split(policy, dataset, episodes: list[int], task: str | None, seed: int, desc: str):
+def predict_split(policy, dataset, episodes: list[int], task: str | None, seed: int, desc: str,
+                  env_states: np.ndarray | None = None):
     """Predict the first action of a chunk at every frame of ``episodes``.
 
     Returns (pred, gt, obs, episode) arrays: (N, 6) predictions and ground truth in dataset units,
@@ -122,8 +137,10 @@ def predict_split(policy, dataset, episodes: list[int], task: str | None, seed: 
     gen = torch.Generator().manual_seed(seed)
     frames = dataset_frames(dataset, episodes)
     total = int(sum((np.asarray(dataset.hf_dataset.with_format("numpy")["episode_index"]) == e).sum() for e in episodes))
-    for ep, frame in tqdm(frames, total=total, desc=desc, unit="frame"):
+    for ep, row, frame in tqdm(frames, total=total, desc=desc, unit="frame"):
         obs = to_env_observation(frame, image_keys)
+        if env_states is not None:
+            obs[u.OBS_ENV_STATE] = env_states[row]
         noise = policy.sample_noise(1, generator=gen) if hasattr(policy, "sample_noise") else None
         kwargs = {"noise": noise} if noise is not None else {}
         chunk = policy.predict_action_chunk(obs, task or frame.get("task"), **kwargs)
@@ -261,9 +278,13 @@ def analyze(policy, dataset, out_dir, episodes: list[int] | None = None, split_e
         split_episodes = max(1, round(0.2 * len(episodes))) if len(episodes) > 1 else 0
     val_eps = episodes[len(episodes) - split_episodes:] if split_episodes else []
     train_eps = [e for e in episodes if e not in val_eps]
+    env_states = None
+    if getattr(policy, "model_type", None) == "flow" and u.OBS_ENV_STATE not in dataset.features:
+        env_states = replayed_env_states(dataset)
     splits = {}
     for name, eps in (("train", train_eps), ("val", val_eps)):
-        pred, gt, obs, ep_idx = predict_split(policy, dataset, eps, task, seed, desc=f"{name} frames")
+        pred, gt, obs, ep_idx = predict_split(policy, dataset, eps, task, seed, desc=f"{name} frames",
+                                              env_states=env_states)
         stats = joint_statistics(gt, pred) if len(pred) else None
         splits[name] = (pred, gt, obs, ep_idx, stats)
     np.savez(out / "predictions.npz", **{f"{k}_{n}": splits[k][i] for k in splits for i, n in
