@@ -62,12 +62,12 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-seed", type=int, default=5000)
     ap.add_argument("--bc-steps", type=int, default=4000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=20, help="ReinFlow PPO iterations")
+    ap.add_argument("--iterations", type=int, default=16, help="ReinFlow PPO iterations")
     ap.add_argument("--rollout-steps", type=int, default=1500, help="env steps per env per iteration")
-    ap.add_argument("--reinflow-args", default="--advantage paired --policy-lr 3e-5 --clip 0.01 --target-kl 0.01 "
-                    "--epochs 5 --batch-size 500 --sigma-min 0.05 --sigma-max 0.15 --critic-warmup-iters 0 "
-                    "--max-episode-steps 60",
-                    help="extra train_reinflow.py flags")
+    ap.add_argument("--reinflow-args", default="--policy-lr 3e-5 --clip 0.01 --target-kl 0.01 --epochs 5 "
+                    "--batch-size 500 --sigma-min 0.05 --sigma-max 0.15 --critic-warmup-iters 3 "
+                    "--critic-extra-epochs 10 --max-episode-steps 60",
+                    help="extra train_reinflow.py flags (README: the paired-advantage variant)")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
     args = ap.parse_args(argv)
