@@ -148,3 +148,18 @@ seeds {eps[0]['seed'] if eps else '-'}..{eps[-1]['seed'] if eps else '-'}</p>
     tmp.write_text(page)
     os.replace(tmp, path)
     return path
+
+
+def finish_run(args, summary: dict, report: EvalReport) -> None:
+    """End of a policy-running script: write ``--summary-json`` and the ``--report`` page if asked,
+    then print the one-line result (success rate with its 95% CI, mean return, mean length)."""
+    if args.summary_json:
+        ru.write_json_atomic(args.summary_json, summary)
+    if args.report:
+        print(f"report -> {write_report(args.report, summary, report.actions)}")
+    eps = summary["per_episode"]
+    lo, hi = summary["success_rate_ci95"]
+    print(f"{summary['policy']}: success {summary['success_rate']:.0%} ({sum(bool(e['success']) for e in eps)}/"
+          f"{len(eps)}, 95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, "
+          f"mean length {summary['mean_length']:.0f} steps"
+          + (f"; summary -> {args.summary_json}" if args.summary_json else ""))

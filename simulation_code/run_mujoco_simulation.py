@@ -106,15 +106,7 @@ def main(argv=None) -> int:
         "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
         **({"policy_info": policy.describe()} if hasattr(policy, "describe") else {}),
     })
-    if args.summary_json:
-        ru.write_json_atomic(args.summary_json, summary)
-    if args.report:
-        print(f"report -> {eval_report.write_report(args.report, summary, report.actions)}")
-    lo, hi = summary["success_rate_ci95"]
-    print(f"{policy.name}: success {summary['success_rate']:.0%} ({sum(e['success'] for e in episodes)}/"
-          f"{len(episodes)}, 95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, "
-          f"mean length {summary['mean_length']:.0f} steps"
-          + (f"; summary -> {args.summary_json}" if args.summary_json else ""))
+    eval_report.finish_run(args, summary, report)
     return 0
 
 

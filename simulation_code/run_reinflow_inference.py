@@ -155,14 +155,7 @@ def main(argv=None) -> int:
         "checkpoint": str(args.checkpoint), "checkpoint_kind": kind, "model_type": model_type,
         "stochastic": bool(args.stochastic), "num_denoise_steps": k, "inferences": n_inf,
     })
-    if args.summary_json:
-        ru.write_json_atomic(args.summary_json, summary)
-    if args.report:
-        print(f"report -> {eval_report.write_report(args.report, summary, report.actions)}")
-    lo, hi = summary["success_rate_ci95"]
-    print(f"{name}: success {summary['success_rate']:.0%} ({sum(e['success'] for e in episodes)}/{len(episodes)}, "
-          f"95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, mean length "
-          f"{summary['mean_length']:.0f} steps" + (f"; summary -> {args.summary_json}" if args.summary_json else ""))
+    eval_report.finish_run(args, summary, report)
     return 0
 
 
