@@ -119,3 +119,29 @@ class StdinEvents:
 def hide_pygame_banner() -> None:
     """Silence pygame's import banner (set before the first ``import pygame``)."""
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+def print_commands(teleop, dt: float, status_line) -> None:
+    """Standalone mode of a teleop input: from the home pose, every ``dt`` seconds poll its events
+    (reset -> home pose, quit -> stop), integrate its command and print ``status_line(cmd)`` on one
+    line, where ``cmd`` (6,) is the commanded pose in LeRobot units (degrees, gripper 0..100).
+    Ctrl-C stops too; the teleop is closed in any case."""
+    import time
+
+    teleop.reset(u.home_pose_rad())
+    try:
+        while True:
+            t0 = time.perf_counter()
+            events = teleop.poll_events()
+            if EVENT_QUIT in events:
+                break
+            if EVENT_RESET in events:
+                teleop.reset(u.home_pose_rad())
+            cmd = u.mujoco_to_lerobot(teleop.command(dt))
+            print(f"\r{status_line(cmd)} {' '.join(events)}   ", end="", flush=True)
+            time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        teleop.close()
+        print()

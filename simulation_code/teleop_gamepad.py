@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -286,27 +285,14 @@ def main(argv=None) -> int:
     teleop = GamepadTeleop(layout=args.layout, dead_zone=args.dead_zone, joystick_index=args.index)
     print(f"layout: {teleop.layout.name}. Commanded joints in LeRobot units (degrees, gripper 0..100); "
           "Options/Start or Ctrl-C quits.")
-    dt = 1.0 / u.CONTROL_HZ
-    teleop.reset(u.home_pose_rad())
-    try:
-        while True:
-            t0 = time.perf_counter()
-            events = teleop.poll_events()
-            if tc.EVENT_QUIT in events:
-                break
-            if tc.EVENT_RESET in events:
-                teleop.reset(u.home_pose_rad())
-            cmd = u.mujoco_to_lerobot(teleop.command(dt))
-            raw_axes = [round(teleop.joystick.get_axis(i), 2) for i in range(teleop.joystick.get_numaxes())]
-            raw_buttons = [i for i in range(teleop.joystick.get_numbuttons()) if teleop.joystick.get_button(i)]
-            joints = " ".join(f"{v:6.1f}" for v in cmd)
-            print(f"\raxes={raw_axes} buttons={raw_buttons} joints=[{joints}] {' '.join(events)}   ", end="", flush=True)
-            time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        teleop.close()
-        print()
+    js = teleop.joystick
+
+    def status(cmd):
+        axes = [round(js.get_axis(i), 2) for i in range(js.get_numaxes())]
+        buttons = [i for i in range(js.get_numbuttons()) if js.get_button(i)]
+        return f"axes={axes} buttons={buttons} joints=[{' '.join(f'{v:6.1f}' for v in cmd)}]"
+
+    tc.print_commands(teleop, 1.0 / u.CONTROL_HZ, status)
     return 0
 
 

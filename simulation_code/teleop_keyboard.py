@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 
 import numpy as np
 
@@ -203,26 +202,8 @@ def main(argv=None) -> int:
         return 2
     print(KEY_HELP)
     print("\nCommanded joints (LeRobot units: degrees, gripper 0..100). ESC quits.")
-    dt = 1.0 / args.hz
-    teleop.reset(u.home_pose_rad())
-    try:
-        while True:
-            t0 = time.perf_counter()
-            events = teleop.poll_events()
-            if tc.EVENT_QUIT in events:
-                break
-            if tc.EVENT_RESET in events:
-                teleop.reset(u.home_pose_rad())
-            q = teleop.command(dt)
-            cmd = u.mujoco_to_lerobot(q)
-            line = "  ".join(f"{n}={v:7.1f}" for n, v in zip(u.JOINT_NAMES, cmd))
-            print(f"\r{line}  keys={','.join(sorted(teleop.pressed())) or '-':<12}", end="", flush=True)
-            time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        teleop.close()
-        print()
+    tc.print_commands(teleop, 1.0 / args.hz, lambda cmd: "  ".join(f"{n}={v:7.1f}" for n, v in zip(u.JOINT_NAMES, cmd))
+                      + f"  keys={','.join(sorted(teleop.pressed())) or '-':<12}")
     return 0
 
 
