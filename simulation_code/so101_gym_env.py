@@ -93,13 +93,10 @@ class SO101PickPlaceEnv(gym.Env):
 
         lo, hi = u.JOINT_LIMITS_RAD
         if smolvla_normalize:
-            lo_n, hi_n = u.normalize_state_for_smolvla(lo), u.normalize_state_for_smolvla(hi)
-            self._act_low, self._act_high = lo_n.astype(np.float32), hi_n.astype(np.float32)
-            state_space = spaces.Box(-np.inf, np.inf, (u.NUM_JOINTS,), np.float32)
-        else:
-            self._act_low, self._act_high = lo.astype(np.float32), hi.astype(np.float32)
-            # physical joints can overshoot their limit slightly under contact
-            state_space = spaces.Box(-np.inf, np.inf, (u.NUM_JOINTS,), np.float32)
+            lo, hi = u.normalize_action_for_smolvla(lo), u.normalize_action_for_smolvla(hi)
+        self._act_low, self._act_high = lo.astype(np.float32), hi.astype(np.float32)
+        # unbounded: joints can overshoot their limits slightly under contact
+        state_space = spaces.Box(-np.inf, np.inf, (u.NUM_JOINTS,), np.float32)
         self.action_space = spaces.Box(self._act_low, self._act_high, dtype=np.float32)
         obs_spaces: dict[str, spaces.Space] = {u.OBS_STATE: state_space}
         if obs_mode == "images":
