@@ -29,7 +29,7 @@ and supervises each worker process separately:
   :func:`make_env`, which imports ``envs`` so the ids are registered in the child).
 
 Used for the VLAs (image observations); the flow policy keeps ``AsyncVectorEnv`` unchanged
-(train_reinflow.py), so its results stay bit-identical to those recorded for issue 5.
+(train_reinflow.py), so its results stay bit-identical to the benchmark recorded in README.
 """
 
 from __future__ import annotations
