@@ -76,30 +76,6 @@ def test_chain_log_prob_recomputed_equals_sampling_time_value():
     assert torch.all(sig >= 0.08 - 1e-6) and torch.all(sig <= 0.16 + 1e-6)
 
 
-def test_chain_log_prob_equals_independent_derivation():
-    """Re-derive log p(chain) with torch.distributions, step by step, from the stored chain."""
-    pol = _policy(chunk=4, n_exec=2)
-    head = NoiseHead(pol.hidden_dim, pol.max_action_dim)
-    batch = _batch(pol, b=3)
-    k = 3
-    s = sample_chain(pol, head, batch, num_steps=k, generator=torch.Generator().manual_seed(5))
-    chain = s.chain
-    # unexecuted chunk positions follow the deterministic ODE (no noise there)
-    with torch.no_grad():
-        prefix = pol.build_prefix(batch)
-        total = torch.distributions.Normal(0.0, 1.0).log_prob(chain[:, 0, :2, :]).sum(dim=(1, 2))
-        for i in range(k):
-            t = torch.full((3,), 1.0 - i / k)
-            mean = chain[:, i] - (1.0 / k) * pol.denoise_step(prefix, chain[:, i], t)
-            std = head(pol.expert_hidden())
-            total += torch.distributions.Normal(mean[:, :2], std[:, :2]).log_prob(chain[:, i + 1, :2]).sum(dim=(1, 2))
-            torch.testing.assert_close(chain[:, i + 1, 2:], mean[:, 2:], rtol=0, atol=1e-6)
-    n_elements = 2 * 6 * (k + 1)  # executed positions x joints x (x_0 + K transitions)
-    torch.testing.assert_close(s.log_prob, total / n_elements, rtol=0, atol=1e-5)
-    m = noise_mask(pol)
-    assert m.sum() == 12 and m[:2].all() and not m[2:].any()
-
-
 def test_deterministic_chain_is_lerobot_euler():
     pol = _policy()
     batch = _batch(pol, b=2)
@@ -148,10 +124,12 @@ def test_clipped_objective_gradient_zero_outside_clip_range():
     assert lp2.grad[0] != 0
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.5])
-def test_chain_start_scale_log_prob_and_deterministic_sampler(scale):
-    """init_noise_scale s: x_0 ~ N(0, s^2) enters the log-prob with std s; s = 0 starts every chain
-    at 0, drops the x_0 term (average over K transitions) and makes the sampler deterministic."""
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.0])
+def test_chain_log_prob_equals_independent_derivation(scale):
+    """Re-derive log p(chain) with torch.distributions, step by step, from the stored chain, for
+    init_noise_scale s: x_0 ~ N(0, s^2) enters the log-prob with std s (s = 1: LeRobot's start);
+    s = 0 starts every chain at 0, drops the x_0 term (average over K transitions) and makes the
+    sampler deterministic."""
     pol = _policy(chunk=4, n_exec=2)
     pol.init_noise_scale = scale
     assert pol.cfg.init_noise_scale == scale  # stored in the config, hence in checkpoints
@@ -172,6 +150,10 @@ def test_chain_start_scale_log_prob_and_deterministic_sampler(scale):
             mean = chain[:, i] - (1.0 / k) * pol.denoise_step(prefix, chain[:, i], t)
             total += torch.distributions.Normal(mean[:, :2], head(pol.expert_hidden())[:, :2]).log_prob(
                 chain[:, i + 1, :2]).sum(dim=(1, 2))
+            # unexecuted chunk positions follow the deterministic ODE (no noise there)
+            torch.testing.assert_close(chain[:, i + 1, 2:], mean[:, 2:], rtol=0, atol=1e-6)
+    m = noise_mask(pol)
+    assert m.sum() == 12 and m[:2].all() and not m[2:].any()
     n_elements = 2 * 6 * (k + (1 if scale > 0 else 0))
     torch.testing.assert_close(s.log_prob, total / n_elements, rtol=0, atol=1e-5)
     torch.testing.assert_close(chain_log_prob(pol, head, batch, chain)[0], s.log_prob, rtol=0, atol=1e-6)
