@@ -1,4 +1,4 @@
-"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~20-30 min)
+"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~25 min)
 
 Copy-paste (from the repository root):
 
@@ -12,9 +12,10 @@ Steps (each one a subprocess running the project's own scripts, from simulation_
  3. evaluate it on ``--eval-episodes`` held-out seeded randomized episodes (seeds 0..N-1;
     demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
     sampler (run_reinflow_inference.py);
- 4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py), evaluating every 2 iterations on 50
-    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score
-    (``--keep-best``: model selection on seeds disjoint from the test seeds);
+ 4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py) on the sparse success reward, with
+    large batches (2 x 6000 env steps, ~270 episodes per PPO iteration), evaluating every
+    ``--eval-every`` iterations on 50 monitoring episodes (seeds from 20,000) and keeping the best
+    checkpoint by that score (``--keep-best``: model selection on seeds disjoint from the test seeds);
  5. evaluate the kept policy on the same held-out episodes as in step 3;
  6. print before/after success rates, mean returns, env steps and wall time, and write
     ``OUT/results.json``. ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
@@ -62,12 +63,13 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-seed", type=int, default=5000)
     ap.add_argument("--bc-steps", type=int, default=4000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=16, help="ReinFlow PPO iterations")
-    ap.add_argument("--rollout-steps", type=int, default=1500, help="env steps per env per iteration")
-    ap.add_argument("--reinflow-args", default="--policy-lr 3e-5 --clip 0.01 --target-kl 0.01 --epochs 5 "
-                    "--batch-size 500 --sigma-min 0.05 --sigma-max 0.15 --critic-warmup-iters 3 "
-                    "--critic-extra-epochs 10 --max-episode-steps 60",
-                    help="extra train_reinflow.py flags (README: the paired-advantage variant)")
+    ap.add_argument("--iterations", type=int, default=40, help="ReinFlow PPO iterations")
+    ap.add_argument("--rollout-steps", type=int, default=6000, help="env steps per env per iteration")
+    ap.add_argument("--eval-every", type=int, default=4, help="monitoring evaluation every N iterations")
+    ap.add_argument("--reinflow-args", default="--reward-terms success --reward-scale 0.02 --policy-lr 3e-5 "
+                    "--clip 0.01 --target-kl 0.01 --epochs 5 --batch-size 500 --sigma-min 0.05 --sigma-max 0.15 "
+                    "--critic-warmup-iters 3 --critic-extra-epochs 10 --max-episode-steps 60",
+                    help="extra train_reinflow.py flags")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
     args = ap.parse_args(argv)
@@ -89,7 +91,8 @@ def main(argv=None) -> int:
                                 "--summary-json", str(out / "eval_bc.json")], out / "eval_bc.log")
     times["reinflow"] = run([PY, "train_reinflow.py", "--model-type", "flow", "--init-checkpoint", str(bc),
                              "--parallel-envs", "2", "--iterations", str(args.iterations),
-                             "--rollout-steps", str(args.rollout_steps), "--eval-every", "2", "--eval-episodes", "50", "--keep-best",
+                             "--rollout-steps", str(args.rollout_steps), "--eval-every", str(args.eval_every), "--eval-episodes", "50",
+                             "--keep-best",
                              "--eval-seed", str(MONITOR_SEED), "--no-render", "--headless", "--quiet", "--checkpoint", str(rl),
                              *args.reinflow_args.split()], out / "reinflow.log")
     best = rl.with_name(rl.stem + "_best" + rl.suffix)  # chosen on the monitoring seeds, not the test seeds

@@ -96,13 +96,14 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, min_period: float = 4e-3, ma
         t: (B,) float times in [0, 1].
         dim: even embedding size.
     Returns:
-        (B, dim) float32.
+        (B, dim), the dtype of ``t`` if it is floating point (float32 otherwise).
     """
     if dim % 2:
         raise ValueError(f"dim must be even, got {dim}")
-    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=torch.float32, device=t.device)
+    dtype = t.dtype if t.is_floating_point() else torch.float32
+    fraction = torch.linspace(0.0, 1.0, dim // 2, dtype=dtype, device=t.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = (2 * math.pi / period)[None, :] * t.float()[:, None]
+    angle = (2 * math.pi / period)[None, :] * t.to(dtype)[:, None]
     return torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)
 
 
@@ -138,13 +139,13 @@ class FlowMLP(nn.Module):
         return self.obs_encoder(obs)
 
     def embed_time(self, t: torch.Tensor) -> torch.Tensor:
-        """(B,) -> (B, 64) time embedding."""
-        return self.time_mlp(sinusoidal_embedding(t, self.cfg.time_dim))
+        """(B,) -> (B, 64) time embedding (in the network's dtype, whatever the dtype of ``t``)."""
+        return self.time_mlp(sinusoidal_embedding(t.to(next(self.time_mlp.parameters()).dtype), self.cfg.time_dim))
 
     def forward(self, obs_emb: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Velocity (B, chunk, action_dim) and the time embedding (B, 64)."""
         te = self.embed_time(t)
-        inp = torch.cat([x_t.flatten(1), obs_emb, te], dim=1)
+        inp = torch.cat([x_t.flatten(1).to(te.dtype), obs_emb, te], dim=1)
         return self.velocity(inp).view_as(x_t), te
 
 
@@ -245,13 +246,27 @@ class FlowPolicy(VLAPolicyInterface):
     def init_noise_scale(self, value: float) -> None:
         self.cfg.init_noise_scale = float(value)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Compute dtype of the network and of every tensor the policy makes (float32 by default)."""
+        return next(self.model.parameters()).dtype
+
+    def set_dtype(self, dtype: torch.dtype) -> "FlowPolicy":
+        """Run the policy in ``dtype`` (weights cast in place). ReinFlow trains the flow policy in
+        float64: the PPO ratio check (recomputed log-prob == sampling-time log-prob within 1e-5)
+        then holds for every K, whereas float32 results depend on the batch size at the ~1e-5
+        level (BLAS kernels), which is enough to break it at K = 1. Returns self."""
+        self.model.to(dtype)
+        self._set_stat_tensors()
+        return self
+
     def _set_stat_tensors(self) -> None:
-        s, d = self.stats, self.device
-        self._obs_mean = torch.as_tensor(np.concatenate([s.state_mean, s.env_state_mean]), device=d)
-        self._obs_std = torch.as_tensor(np.concatenate([s.state_std, s.env_state_std]), device=d)
-        self._act_mean = torch.as_tensor(s.action_mean, device=d)
-        self._act_std = torch.as_tensor(s.action_std, device=d)
-        self._pos_onehot = torch.eye(self.chunk_size, device=d)
+        s, d, dt = self.stats, self.device, self.dtype
+        self._obs_mean = torch.as_tensor(np.concatenate([s.state_mean, s.env_state_mean]), device=d, dtype=dt)
+        self._obs_std = torch.as_tensor(np.concatenate([s.state_std, s.env_state_std]), device=d, dtype=dt)
+        self._act_mean = torch.as_tensor(s.action_mean, device=d, dtype=dt)
+        self._act_std = torch.as_tensor(s.action_std, device=d, dtype=dt)
+        self._pos_onehot = torch.eye(self.chunk_size, device=d, dtype=dt)
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
@@ -272,7 +287,10 @@ class FlowPolicy(VLAPolicyInterface):
         if ckpt.get("model_type") != "flow":
             raise ValueError(f"checkpoint holds model_type {ckpt.get('model_type')!r}, not 'flow'")
         policy = cls(FlowPolicyConfig(**ckpt["policy_config"]), NormStats.from_dict(ckpt["norm_stats"]), device)
-        strict_load_state_dict(policy.model, ckpt["policy_state"], "policy")
+        weights = ckpt["policy_state"]
+        if weights and next(iter(weights.values())).dtype == torch.float64:  # a ReinFlow checkpoint: keep every bit
+            policy.set_dtype(torch.float64)
+        strict_load_state_dict(policy.model, weights, "policy")
         policy.model.eval()
         return policy
 
@@ -284,8 +302,8 @@ class FlowPolicy(VLAPolicyInterface):
 
     # ------------------------------------------------------------------ interface
     def prepare_batch(self, observations: dict, task: str | list[str] | None = None) -> dict:
-        """Env observations with a leading batch axis -> {"obs": (B, 13) normalised float32,
-        "state": (B, 6) raw radians} on ``device``.
+        """Env observations with a leading batch axis -> {"obs": (B, 13) normalised, "state": (B, 6)
+        raw radians} on ``device``, in the policy's :attr:`dtype`.
 
         Raises:
             KeyError: ``observation.environment_state`` missing (make the env with
@@ -294,8 +312,9 @@ class FlowPolicy(VLAPolicyInterface):
         if u.OBS_ENV_STATE not in observations:
             raise KeyError(f"the flow policy needs {u.OBS_ENV_STATE!r} (privileged block pose); make the env "
                            "with include_env_state=True (and obs_mode='state')")
-        state = torch.as_tensor(np.asarray(observations[u.OBS_STATE], dtype=np.float32), device=self.device)
-        env_state = torch.as_tensor(np.asarray(observations[u.OBS_ENV_STATE], dtype=np.float32), device=self.device)
+        state = torch.as_tensor(np.asarray(observations[u.OBS_STATE], dtype=np.float32), device=self.device).to(self.dtype)
+        env_state = torch.as_tensor(np.asarray(observations[u.OBS_ENV_STATE], dtype=np.float32),
+                                    device=self.device).to(self.dtype)
         if state.ndim == 1:
             state, env_state = state[None], env_state[None]
         obs = (torch.cat([state, env_state], dim=1) - self._obs_mean) / self._obs_std

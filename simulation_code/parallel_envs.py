@@ -53,16 +53,25 @@ class EnvWorkerError(RuntimeError):
     """A worker failed (died, raised, timed out or produced non-finite values)."""
 
 
-def make_env(env_id: str, **kwargs: Any):
+def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_block: int = 1, **kwargs: Any):
     """``gym.make(env_id, **kwargs)`` after importing ``envs`` (registers the SO-101 ids): an env
-    factory that works in spawn/forkserver children. Torch-free (fast worker start)."""
+    factory that works in spawn/forkserver children. Torch-free (fast worker start).
+
+    ``reward_terms``: train on the sum of these named reward terms only
+    (so101_gym_env.RewardTermsWrapper); None = the env's reward. ``repeat_block`` > 1: groups of
+    that many consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper)."""
     import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
     # isort: split
     import envs  # noqa: F401
     import gymnasium as gym
 
-    return gym.make(env_id, **kwargs)
+    from so101_gym_env import RepeatBlockWrapper, RewardTermsWrapper
+
+    env = gym.make(env_id, **kwargs)
+    if reward_terms is not None:
+        env = RewardTermsWrapper(env, reward_terms)
+    return env if repeat_block <= 1 else RepeatBlockWrapper(env, repeat_block)
 
 
 class RobustVectorEnv(VectorEnv):

@@ -93,6 +93,11 @@ class ReinFlowConfig:
         critic_batch_size: minibatch size (decisions) of those epochs.
         init_noise_scale: std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at x_0 = 0 (see
             the module docstring). Applied to the policy (``policy.init_noise_scale``) by the agent.
+        reward_terms: training reward = the sum of these env reward terms ("all" or comma-separated
+            names of so101_mujoco_utils.REWARD_TERMS; applied by the training script's envs).
+        advantage: "gae" (critic + GAE) or "group" (episode return minus the mean return of its
+            group of ``group_size`` episodes from the same block position; the training script).
+        group_size: episodes per group with ``advantage="group"``.
     """
 
     num_steps: int = 4
@@ -124,6 +129,9 @@ class ReinFlowConfig:
     init_noise_scale: float = 1.0
     critic_extra_epochs: int = 0
     critic_batch_size: int = 64
+    reward_terms: str = "all"
+    advantage: str = "gae"
+    group_size: int = 8
 
     def __post_init__(self):
         if not 1 <= self.num_steps <= 10:
@@ -173,17 +181,21 @@ class NoiseHead(nn.Module):
         self.logvar_max.fill_(2 * math.log(sigma_max))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, chunk, hidden_dim) -> sigma (B, chunk, action_dim), float32."""
+        """(B, chunk, hidden_dim) -> sigma (B, chunk, action_dim), in the head's dtype (float32,
+        float64 for the flow policy, see ReinFlowAgent)."""
         if self.detach_features:
             h = h.detach()
-        raw = torch.tanh(self.net(h.float()))
+        raw = torch.tanh(self.net(h.to(self.net[0].weight.dtype)))
         logvar = self.logvar_min + (self.logvar_max - self.logvar_min) * (raw + 1) / 2
         return torch.exp(0.5 * logvar)
 
 
 # ---------------------------------------------------------------------- chain math
 def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Elementwise log N(x; mean, std^2) (same shape as the broadcast inputs)."""
+    """Elementwise log N(x; mean, std^2) (same shape as the broadcast inputs), float64: summed
+    over a chain it must reproduce the sampling-time value to ~1e-6 (the ratio == 1 check), which
+    float32 accumulation does not guarantee for every K."""
+    x, mean, std = x.double(), mean.double(), std.double()
     return -0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * LOG_2PI
 
 
@@ -387,7 +399,7 @@ def group_relative_advantages(group_ids: np.ndarray, returns: np.ndarray) -> np.
     state, e.g. the same block position), (N,) -> (N,) float64. The baseline then carries no
     start-state variance: with randomized block positions a learned critic must first learn how
     hard each position is, a group mean knows it exactly (used by ``train_reinflow.py
-    --advantage paired``; GRPO/RLOO-style)."""
+    --advantage group``; GRPO/RLOO-style)."""
     group_ids = np.asarray(group_ids)
     returns = np.asarray(returns, dtype=np.float64)
     adv = np.empty_like(returns)
@@ -428,8 +440,10 @@ class ReinFlowAgent:
         self.policy = policy
         self.cfg = cfg
         policy.init_noise_scale = cfg.init_noise_scale
+        if hasattr(policy, "set_dtype"):  # the small flow policy: float64 (see FlowPolicy.set_dtype)
+            policy.set_dtype(torch.float64)
         self.noise_head = NoiseHead(policy.hidden_dim, policy.max_action_dim, cfg.sigma_min, cfg.sigma_max,
-                                    cfg.noise_hidden).to(policy.device)
+                                    cfg.noise_hidden).to(policy.device, getattr(policy, "dtype", torch.float32))
         self.critic = Critic(critic_input_dim, cfg.critic_hidden).to(policy.device)
         groups = policy.trainable_parameter_groups(preset)
         self.policy_params = [p for ps in groups.values() for p in ps]

@@ -333,6 +333,13 @@ def load_for_inference(ckpt: dict, args) -> Any:
 
 
 # ---------------------------------------------------------------------- environments
+def training_reward_terms(args) -> tuple[str, ...] | None:
+    """``--reward-terms`` ("all" or comma-separated names of so101_mujoco_utils.REWARD_TERMS) as
+    a tuple of names, or None for the env's own reward (every term)."""
+    spec = getattr(args, "reward_terms", "all")
+    return None if spec in (None, "", "all") else tuple(t.strip() for t in spec.split(",") if t.strip())
+
+
 def env_kwargs(args) -> dict:
     """gym.make kwargs of the image env used for VLA training/evaluation: three cameras at
     ``--image-size`` plus the privileged block pose (for the critic only)."""
@@ -348,7 +355,9 @@ def make_vector_env(args, rank: int = 0):
     ``parallel_envs.make_env``)."""
     import parallel_envs
 
-    fn = partial(parallel_envs.make_env, args.env_id, **env_kwargs(args))
+    repeat = args.group_size if getattr(args, "advantage", "gae") == "group" else 1
+    fn = partial(parallel_envs.make_env, args.env_id, reward_terms=training_reward_terms(args), repeat_block=repeat,
+                 **env_kwargs(args))
     return parallel_envs.RobustVectorEnv([fn] * args.parallel_envs, context=args.env_start_method,
                                          restart_seed=900_000_000 + 1_000_003 * rank + 101 * int(args.seed))
 

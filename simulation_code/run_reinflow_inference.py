@@ -91,8 +91,9 @@ def main(argv=None) -> int:
         nh = ckpt["noise_head_config"]
         head = NoiseHead(nh["hidden_dim"], nh["action_dim"], nh["sigma_min"], nh["sigma_max"], nh["width"],
                          nh.get("detach_features", True))
+        head.to(policy.device, getattr(policy, "dtype", torch.float32))  # float64 for the flow policy
         fp.strict_load_state_dict(head, ckpt["noise_head_state"], "noise head")
-        head.to(policy.device).eval()
+        head.eval()
     if args.stochastic and head is None:
         raise SystemExit("--stochastic needs a ReinFlow checkpoint (a BC checkpoint has no noise head)")
 

@@ -217,3 +217,62 @@ class SO101PickPlaceEnv(gym.Env):
 
             self._viewer = mujoco.viewer.launch_passive(self.model, self.data)
         self._viewer.sync()
+
+
+class RewardTermsWrapper(gym.Wrapper):
+    """Replace the reward by the sum of a chosen subset of the env's named reward terms.
+
+    The env's reward is the sum of every term in ``info["reward_<term>"]``
+    (so101_mujoco_utils.REWARD_TERMS); this wrapper keeps the info untouched and returns
+    ``sum(info["reward_<t>"] for t in terms)`` as the reward, e.g. ``("success",)`` for a sparse
+    success reward (50 on the success step, 0 elsewhere). Used by train_reinflow.py
+    ``--reward-terms``.
+
+    Raises:
+        ValueError: ``terms`` is empty or names a term that is not in REWARD_TERMS.
+    """
+
+    def __init__(self, env: gym.Env, terms):
+        super().__init__(env)
+        self.terms = tuple(terms)
+        unknown = [t for t in self.terms if t not in u.REWARD_TERMS]
+        if not self.terms or unknown:
+            raise ValueError(f"unknown reward terms {unknown or '(none given)'}; choose from {list(u.REWARD_TERMS)}")
+        self._keys = tuple(f"reward_{t}" for t in self.terms)
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = self.env.step(action)
+        return obs, float(sum(info[k] for k in self._keys)), terminated, truncated, info
+
+
+class RepeatBlockWrapper(gym.Wrapper):
+    """Start ``repeats`` consecutive episodes from the same block position (groups of episodes
+    for a group-relative baseline, train_reinflow.py ``--advantage group``).
+
+    A reset with a ``seed`` (or the first reset after ``repeats`` episodes) places the block as
+    the env does (random or default); the next ``repeats - 1`` unseeded resets put it back at
+    that episode's initial block centre (``options["block_pos"]``), so the episodes of a group
+    start from the same state up to the settling of the contacts (~1e-8 m). ``info`` gains
+    ``group_episode``: 0 .. repeats-1, the episode's index within its group.
+
+    Raises:
+        ValueError: ``repeats`` < 1.
+    """
+
+    def __init__(self, env: gym.Env, repeats: int):
+        super().__init__(env)
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.repeats = int(repeats)
+        self._count = 0
+        self._block: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None or self._block is None or self._count >= self.repeats:
+            obs, info = self.env.reset(seed=seed, options=options)
+            self._block, self._count = np.asarray(info["block_pos"], np.float64).copy(), 0
+        else:
+            obs, info = self.env.reset(options={**(options or {}), "block_pos": self._block})
+        info["group_episode"] = self._count
+        self._count += 1
+        return obs, info

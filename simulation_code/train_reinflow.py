@@ -54,6 +54,8 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
+import parallel_envs
+from so101_mujoco_utils import REWARD_TERMS
 import reinflow_vla as rv
 from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate,
                               group_relative_advantages, ppo_update)
@@ -108,10 +110,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
     a.add_argument("--reward-clip", type=float, default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
-    a.add_argument("--advantage", choices=("gae", "paired"), default="gae",
-                   help="gae: GAE with the critic; paired: every env starts the same sequence of block positions, and "
-                        "an episode's advantage is its return minus the mean return of the envs' episodes from the "
-                        "same position (all its decisions share it; episodes cut by the rollout end are dropped)")
+    a.add_argument("--reward-terms", default="all",
+                   help="comma-separated env reward terms that make the training reward (so101_mujoco_utils.REWARD_TERMS), "
+                        "e.g. 'success' for a sparse success reward; 'all' = the env's reward (default)")
+    a.add_argument("--advantage", choices=("gae", "group"), default="gae",
+                   help="gae: GAE with the critic; group: every env runs groups of --group-size consecutive episodes "
+                        "from the same block position, and an episode's advantage is its return minus its group's mean "
+                        "return (all its decisions share it; groups cut by the rollout end are dropped)")
+    a.add_argument("--group-size", type=int, default=8, help="episodes per block position with --advantage group")
     a.add_argument("--critic-extra-epochs", type=int, default=d.critic_extra_epochs,
                    help="critic-only epochs per iteration after the PPO epochs")
     a.add_argument("--critic-batch-size", type=int, default=d.critic_batch_size, help="minibatch of those epochs")
@@ -135,6 +141,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.iterations is None and args.episodes is None:
         args.iterations = 100
+    if args.group_size < 2:
+        p.error(f"--group-size must be >= 2 (a group baseline needs two episodes), got {args.group_size}")
+    terms = rv.training_reward_terms(args)
+    unknown = [t for t in terms or () if t not in REWARD_TERMS]
+    if terms == () or unknown:
+        p.error(f"--reward-terms: unknown term(s) {unknown or '(none given)'}; choose 'all' or from {list(REWARD_TERMS)}")
     return args
 
 
@@ -147,7 +159,8 @@ def reinflow_config(args) -> ReinFlowConfig:
         ent_coef=args.ent_coef, bc_coef=args.bc_coef, vf_coef=args.vf_coef,
         target_kl=args.target_kl if args.target_kl and args.target_kl > 0 else None,
         max_grad_norm=args.max_grad_norm, critic_warmup_iters=args.critic_warmup_iters, reward_scale=args.reward_scale,
-        reward_clip=args.reward_clip if args.reward_clip and args.reward_clip > 0 else None)
+        reward_clip=args.reward_clip if args.reward_clip and args.reward_clip > 0 else None,
+        reward_terms=args.reward_terms, advantage=args.advantage, group_size=args.group_size)
 
 
 def load_base_policy(args, ckpt: dict | None):
@@ -167,13 +180,17 @@ def load_base_policy(args, ckpt: dict | None):
     return rv.load_training_policy(args, ckpt)  # SmolVLA / Pi0 through their adapters (reinflow_vla.py)
 
 
-def make_env_fn(args):
-    if args.model_type != "flow":  # VLAs: three cameras (+ the block pose for the critic)
+def make_env_fn(args, training: bool = True):
+    """A picklable constructor of one env: the training reward (``--reward-terms``) when
+    ``training``, else the env's own reward (evaluation: returns comparable across runs)."""
+    if args.model_type != "flow":  # VLAs: evaluation only (training envs: reinflow_vla.make_vector_env)
         return partial(gym.make, args.env_id, **rv.env_kwargs(args))
+    terms = rv.training_reward_terms(args) if training else None
+    repeat = args.group_size if training and args.advantage == "group" else 1
     kw = {"obs_mode": "state", "include_env_state": True}
     if args.max_episode_steps:
         kw["max_episode_steps"] = args.max_episode_steps
-    return partial(gym.make, args.env_id, **kw)
+    return partial(parallel_envs.make_env, args.env_id, reward_terms=terms, repeat_block=repeat, **kw)
 
 
 def make_vector_env(args, rank: int = 0):
@@ -185,6 +202,41 @@ def make_vector_env(args, rank: int = 0):
     if args.parallel_envs == 1:
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def group_advantages(decisions: list[list[dict]], ep_count: np.ndarray, group_size: int,
+                     cfg: ReinFlowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Group-relative advantages (``--advantage group``) for one iteration's rollout.
+
+    Env i's episodes k = 0, 1, ... come in groups of ``group_size`` from the same block position
+    (RepeatBlockWrapper, restarted by the seeded reset of every iteration), so episode k of env i
+    belongs to group (i, k // group_size). An episode's return is the sum of its scaled and
+    clipped per-decision rewards (as in GAE); its advantage is that return minus the mean return
+    of the episodes of its group (reinflow_smolvla.group_relative_advantages), shared by all its
+    decisions. Only complete groups are kept.
+
+    Args:
+        decisions: per env, its decisions in time order (dicts with "reward" (raw, summed over the
+            executed chunk) and "episode" (the env's episode index)).
+        ep_count: (n_envs,) episodes each env finished in this rollout.
+    Returns:
+        (keep (N,) bool over the flattened decisions, advantages (N_kept,) float64).
+    """
+    keep, dec_episode, ep_keys, ep_groups, ep_returns = [], [], [], [], []
+    for i, per_env in enumerate(decisions):
+        complete = (int(ep_count[i]) // group_size) * group_size  # episodes of complete groups
+        r = np.array([d["reward"] for d in per_env], np.float64) * cfg.reward_scale
+        if cfg.reward_clip is not None:
+            r = np.clip(r, -cfg.reward_clip, cfg.reward_clip)
+        ep = np.array([d["episode"] for d in per_env], int)
+        totals = np.bincount(ep, weights=r, minlength=complete) if len(ep) else np.zeros(complete)
+        keep.append(ep < complete)
+        dec_episode.append(len(ep_keys) + ep[ep < complete])  # row of the decision's episode below
+        ep_keys.extend(range(complete))
+        ep_groups.extend(i * 1_000_000 + k // group_size for k in range(complete))
+        ep_returns.extend(totals[:complete])
+    ep_adv = group_relative_advantages(np.array(ep_groups, int), np.array(ep_returns, np.float64))
+    return np.concatenate(keep), ep_adv[np.concatenate(dec_episode).astype(int)]
 
 
 def iteration_seed(seed: int, iteration: int) -> int:
@@ -233,6 +285,7 @@ def main(argv=None) -> int:
         cfg = ReinFlowConfig(**{f.name: ckpt["reinflow_config"][f.name] for f in fields(ReinFlowConfig)
                                 if f.name in ckpt["reinflow_config"]})
         print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
+        args.reward_terms, args.advantage, args.group_size = cfg.reward_terms, cfg.advantage, cfg.group_size
     else:
         cfg = reinflow_config(args)
         cfg.critic_extra_epochs, cfg.critic_batch_size = args.critic_extra_epochs, args.critic_batch_size
@@ -284,7 +337,7 @@ def main(argv=None) -> int:
         wb = wandb.init(project=args.wandb_project, config=vars(args))
 
     eval_seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
-    eval_env_fn = make_env_fn(args)
+    eval_env_fn = make_env_fn(args, training=False)
     last_eval = next((h for h in reversed(history) if h.get("eval_success") == h.get("eval_success")
                       and h.get("eval_success") is not None), None)
     latest_success = last_eval["eval_success"] if last_eval else float("nan")
@@ -335,9 +388,8 @@ def main(argv=None) -> int:
             agent.eval_mode()
 
             # ---------------------------------------------------------- rollout
-            paired = args.advantage == "paired"  # same seed everywhere: env j's k-th episode = env 0's k-th block
-            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + (0 if paired else j)
-                                     for j in range(n_envs)])
+            # a seeded reset also starts a new group of episodes (--advantage group)
+            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)])
             ep_count = np.zeros(n_envs, int)
             queues: list[list[np.ndarray]] = [[] for _ in range(n_envs)]
             open_dec: list[dict | None] = [None] * n_envs
@@ -406,23 +458,12 @@ def main(argv=None) -> int:
                 ret_parts.append(ret)
                 pos += n
             advantages, returns = np.concatenate(adv_parts), np.concatenate(ret_parts)
-            if paired:  # group baseline over the envs' episodes from the same block position
-                r_dec = np.concatenate([np.clip(np.array([d["reward"] for d in pe]) * cfg.reward_scale,
-                                                -(cfg.reward_clip or np.inf), cfg.reward_clip or np.inf)
-                                        for pe in decisions if pe])
-                env_of = np.concatenate([[i] * len(pe) for i, pe in enumerate(decisions)]).astype(int)
-                ep_of = np.array([d["episode"] for d in flat])
-                keep = ep_of < ep_count.min()  # episodes every env finished
-                ep_ret_sum = {}
-                for i_env, k, r in zip(env_of, ep_of, r_dec):
-                    ep_ret_sum[(i_env, k)] = ep_ret_sum.get((i_env, k), 0.0) + r
-                ep_return = np.array([ep_ret_sum[(i_env, k)] for i_env, k in zip(env_of, ep_of)])
-                advantages = np.zeros(len(flat))
-                advantages[keep] = group_relative_advantages(ep_of[keep], ep_return[keep])
+            if args.advantage == "group":  # baseline: mean return of the episodes from the same block position
+                keep, advantages = group_advantages(decisions, ep_count, args.group_size, cfg)
                 idx = np.flatnonzero(keep)
                 all_obs = {k: v[idx] for k, v in all_obs.items()}
                 feats, flat = feats[idx], [flat[j] for j in idx]
-                advantages, returns = advantages[idx], returns[idx]
+                returns = returns[idx]
             data = RolloutBatch(all_obs, torch.stack([d["chain"] for d in flat]), torch.stack([d["log_prob"] for d in flat]),
                                 torch.as_tensor(advantages, dtype=torch.float32),
                                 torch.as_tensor(returns, dtype=torch.float32))

@@ -131,7 +131,7 @@ class VLAPolicyInterface(ABC):
         """x(t=1) ~ N(0, s^2 I) with s = :attr:`init_noise_scale`: (batch_size, chunk_size,
         max_action_dim) on ``device``. The generator advances the same way for every s."""
         x = torch.randn(batch_size, self.chunk_size, self.max_action_dim, generator=generator, device="cpu")
-        return (x * self.init_noise_scale).to(self.device)
+        return (x * self.init_noise_scale).to(device=self.device, dtype=getattr(self, "dtype", torch.float32))
 
     @abstractmethod
     def to_mujoco_actions(self, x0: torch.Tensor, batch: dict | None = None) -> np.ndarray:

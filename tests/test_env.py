@@ -99,6 +99,50 @@ def test_reward_is_the_sum_of_named_terms_and_terms_match_their_definitions():
     env.close()
 
 
+def test_reward_terms_wrapper_sums_only_the_chosen_terms_and_rejects_unknown_names():
+    from so101_gym_env import RewardTermsWrapper
+
+    full = gym.make("SO101PickPlace-v0", obs_mode="state")
+    part = RewardTermsWrapper(gym.make("SO101PickPlace-v0", obs_mode="state"), ("distance", "success"))
+    full.reset(seed=4)
+    part.reset(seed=4)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        action = rng.uniform(*u.JOINT_LIMITS_RAD).astype(np.float32)
+        _, r_full, *_, info_full = full.step(action)
+        _, r_part, *_, info_part = part.step(action)
+        assert {k: v for k, v in info_part.items() if k != "block_pos"} == pytest.approx(
+            {k: v for k, v in info_full.items() if k != "block_pos"})  # same episode, info untouched
+        assert r_part == pytest.approx(info_full["reward_distance"] + info_full["reward_success"])
+        assert r_part != pytest.approx(r_full)  # the approach/proximity terms are left out
+    for bad in ((), ("succes",)):
+        with pytest.raises(ValueError, match="reward terms"):
+            RewardTermsWrapper(gym.make("SO101PickPlace-v0", obs_mode="state"), bad)
+
+
+def test_repeat_block_wrapper_starts_groups_of_episodes_from_the_same_block_position():
+    from so101_gym_env import RepeatBlockWrapper
+
+    env = RepeatBlockWrapper(gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True), 3)
+    key = u.OBS_ENV_STATE
+    starts, groups = [], []
+    for i in range(7):
+        obs, info = env.reset(seed=11 if i == 0 else None)
+        starts.append(obs[key][:3])
+        groups.append(info["group_episode"])
+        env.step(env.action_space.sample())  # the block may move during the episode; not the next start
+    assert groups == [0, 1, 2, 0, 1, 2, 0]
+    for a, b in ((0, 1), (0, 2), (3, 4), (3, 5)):
+        np.testing.assert_allclose(starts[a], starts[b], atol=1e-6)
+    assert np.linalg.norm(starts[0][:2] - starts[3][:2]) > 1e-3 and np.linalg.norm(starts[3][:2] - starts[6][:2]) > 1e-3
+    fresh = gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True)
+    np.testing.assert_allclose(fresh.reset(seed=11)[0][key][:3], starts[0], atol=1e-6)  # group 0 = the seeded reset
+    obs, info = env.reset(seed=11)  # a seeded reset starts a new group
+    assert info["group_episode"] == 0
+    with pytest.raises(ValueError, match="repeats"):
+        RepeatBlockWrapper(fresh, 0)
+
+
 def test_displacement_penalty_and_success_flag_from_the_reward_function():
     init = np.array([0.0, 0.3, 0.0125])
     terms, success, _ = u.compute_reward_terms(init + [0, 0, 0.1], init + [0.1, 0, 0], init, 0.1, False)

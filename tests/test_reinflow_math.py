@@ -35,7 +35,7 @@ def test_transition_log_density_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
     x, mean = torch.randn(3, 4, 6, generator=g), torch.randn(3, 4, 6, generator=g)
     std = torch.rand(3, 4, 6, generator=g) * 0.3 + 0.05
-    ref = torch.distributions.Normal(mean, std).log_prob(x)
+    ref = torch.distributions.Normal(mean.double(), std.double()).log_prob(x.double())  # float64, as the engine
     torch.testing.assert_close(gaussian_log_density(x, mean, std), ref, rtol=1e-6, atol=1e-6)
 
 
@@ -155,7 +155,7 @@ def test_chain_log_prob_equals_independent_derivation(scale):
     m = noise_mask(pol)
     assert m.sum() == 12 and m[:2].all() and not m[2:].any()
     n_elements = 2 * 6 * (k + (1 if scale > 0 else 0))
-    torch.testing.assert_close(s.log_prob, total / n_elements, rtol=0, atol=1e-5)
+    torch.testing.assert_close(s.log_prob, (total / n_elements).double(), rtol=0, atol=1e-5)
     torch.testing.assert_close(chain_log_prob(pol, head, batch, chain)[0], s.log_prob, rtol=0, atol=1e-6)
     obs = {"observation.state": np.zeros(6, np.float32), "observation.environment_state": np.ones(7, np.float32)}
     a, b = pol.predict_action_chunk(obs), pol.predict_action_chunk(obs)
@@ -169,3 +169,28 @@ def test_group_relative_advantages_hand_worked():
     returns = np.array([3.0, 1.0, 5.0, 2.0, 2.0, 7.0])
     # group 0 mean 2, group 1 mean 3, group 2 mean 7 (a lone episode gets no signal)
     np.testing.assert_allclose(group_relative_advantages(groups, returns), [1, -1, 2, -1, -1, 0])
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_ratio_check_holds_for_chains_sampled_one_by_one_and_recomputed_in_a_batch(k):
+    """Rollouts sample one env at a time, PPO recomputes hundreds at once; the agent runs the flow
+    policy in float64 so the two agree within the 1e-5 the ratio check demands, for every K
+    (float32 BLAS results depend on the batch size at ~1e-5, enough to break K = 1)."""
+    from reinflow_smolvla import ReinFlowAgent, RolloutBatch, check_ratio_is_one
+
+    torch.manual_seed(0)
+    cfg = fp.FlowPolicyConfig(chunk_size=8, n_action_steps=4, hidden_dim=256, depth=3)
+    pol = fp.FlowPolicy(cfg, fp.NormStats.identity(cfg))
+    agent = ReinFlowAgent(pol, ReinFlowConfig(num_steps=k, sigma_min=0.05, sigma_max=0.15, init_noise_scale=0.0), 13)
+    assert pol.dtype == torch.float64 and next(agent.noise_head.parameters()).dtype == torch.float64
+    rng = np.random.default_rng(k)
+    obs = {"observation.state": rng.normal(size=(64, 6)).astype(np.float32),
+           "observation.environment_state": rng.normal(size=(64, 7)).astype(np.float32)}
+    gen = torch.Generator().manual_seed(k)
+    samples = [agent.act({key: v[i:i + 1] for key, v in obs.items()}, gen)[1] for i in range(64)]
+    data = RolloutBatch(obs, torch.cat([s.chain for s in samples]), torch.cat([s.log_prob for s in samples]),
+                        torch.zeros(64), torch.zeros(64))
+    assert check_ratio_is_one(agent, data) <= 1e-5
+    data.log_probs[3] += 1e-3  # a real mismatch is still caught
+    with pytest.raises(RuntimeError, match="ratio"):
+        check_ratio_is_one(agent, data)

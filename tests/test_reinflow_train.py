@@ -66,6 +66,35 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
         assert same(a["pg_loss"], b["pg_loss"]) and same(a["v_loss"], b["v_loss"]) and a["env_steps"] == b["env_steps"]
 
 
+def test_group_advantages_are_episode_returns_minus_their_groups_mean():
+    import numpy as np
+    from reinflow_smolvla import ReinFlowConfig
+
+    cfg = ReinFlowConfig(reward_scale=0.5, reward_clip=2.0)
+    # env 0: episodes 0..4 (group size 2: groups {0,1}, {2,3}; episode 4 is cut off); env 1: one episode (dropped)
+    rewards0 = [(0, 1.0), (0, 10.0), (1, 0.0), (2, 2.0), (2, 2.0), (3, -1.0), (4, 6.0)]
+    decisions = [[{"reward": r, "episode": e} for e, r in rewards0], [{"reward": 3.0, "episode": 0}]]
+    keep, adv = train_reinflow.group_advantages(decisions, np.array([4, 1]), 2, cfg)
+    assert keep.tolist() == [True] * 6 + [False, False]
+    ret = {0: 0.5 + 2.0, 1: 0.0, 2: 1.0 + 1.0, 3: -0.5}  # x0.5, clipped to +-2 per decision
+    mean01, mean23 = (ret[0] + ret[1]) / 2, (ret[2] + ret[3]) / 2  # over episodes, not decisions
+    expected = [ret[0] - mean01] * 2 + [ret[1] - mean01] + [ret[2] - mean23] * 2 + [ret[3] - mean23]
+    assert adv.tolist() == pytest.approx(expected)
+
+
+def test_group_advantage_training_runs_groups_and_rejects_a_group_of_one(bc_ckpt, tmp_path):
+    out = tmp_path / "group.pt"
+    assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "1",
+                                          "--rollout-steps", "24", "--max-episode-steps", "4", "--advantage", "group",
+                                          "--group-size", "2", "--reward-terms", "success,height",
+                                          "--critic-warmup-iters", "0", "--checkpoint", str(out)]) == 0
+    row = fp.load_checkpoint(out)["history"][-1]
+    # 24 steps / 4-step episodes = 6 episodes per env = 3 complete groups of 2; each 4-step episode = 1 decision
+    assert row["episodes"] == 12 and row["decisions"] == 12 and row["policy_updated"] == 1.0
+    with pytest.raises(SystemExit):
+        train_reinflow.parse_args(["--model-type", "flow", "--advantage", "group", "--group-size", "1"])
+
+
 def test_strict_load_names_mismatched_keys(bc_ckpt, tmp_path):
     ckpt = fp.load_checkpoint(bc_ckpt)
     ckpt["policy_state"]["velocity.99.weight"] = torch.zeros(1)
