@@ -12,8 +12,10 @@ Copy-paste (from simulation_code/), the small flow policy on a CPU:
 One iteration = every env of a Gymnasium ``AsyncVectorEnv`` (one process per env, ``--parallel-envs``)
 is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout-steps`` times;
 each policy decision samples a K-step noisy chain (reinflow_smolvla.sample_chain), executes the
-first ``n_action_steps`` actions of the chunk and stores the chain; then GAE over decisions and
-PPO epochs (reinflow_smolvla.ppo_update). Every ``--eval-every`` iterations the deterministic
+first ``n_action_steps`` actions of the chunk and stores the chain; then GAE over decisions (or,
+with ``--advantage group``, episode returns minus the mean of their group of episodes from the same
+block position) and PPO epochs (reinflow_smolvla.ppo_update). The training reward is the sum of the
+env reward terms named by ``--reward-terms`` (default: all, the env's reward). Every ``--eval-every`` iterations the deterministic
 sampler is evaluated on the fixed seeds ``--eval-seed`` .. + ``--eval-episodes`` - 1. Logs: a tqdm
 bar with the latest success rate, a CSV row per iteration (``--log-csv``), optional TensorBoard
 (``--tensorboard DIR``) and W&B (``--wandb``). Checkpoints (``--checkpoint``) hold everything
