@@ -241,6 +241,24 @@ def group_advantages(decisions: list[list[dict]], ep_count: np.ndarray, group_si
     return np.concatenate(keep), ep_adv[np.concatenate(dec_episode).astype(int)]
 
 
+#: Run-shape flags that are not algorithm settings (so not restored by --resume) but change what
+#: the continued run trains on; a resumed run that sets them differently gets a warning.
+RUN_SHAPE_FLAGS = ("env_id", "max_episode_steps", "parallel_envs", "rollout_steps", "seed")
+
+
+def resume_run_differences(args, saved_args: dict) -> list[str]:
+    """Messages for each :data:`RUN_SHAPE_FLAGS` flag whose value differs from the one stored in
+    the checkpoint being resumed (``saved_args``: the checkpoint's ``args``); [] if none differ
+    or the checkpoint stores no args."""
+    out = []
+    for k in RUN_SHAPE_FLAGS:
+        if k in saved_args and saved_args[k] != getattr(args, k):
+            flag = "--" + k.replace("_", "-")
+            out.append(f"{flag} is {getattr(args, k)!r} here but was {saved_args[k]!r} in the checkpoint's run; "
+                       f"pass {flag} {saved_args[k]} to continue the same run")
+    return out
+
+
 def iteration_seed(seed: int, iteration: int) -> int:
     """Seed of everything random in ``iteration`` (env resets, chains, minibatches)."""
     return (seed * 1_000_003 + iteration * 7919 + 17) % (2**31 - 1)
@@ -288,6 +306,8 @@ def main(argv=None) -> int:
                                 if f.name in ckpt["reinflow_config"]})
         print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
         args.reward_terms, args.advantage, args.group_size = cfg.reward_terms, cfg.advantage, cfg.group_size
+        for msg in resume_run_differences(args, ckpt.get("args") or {}):
+            print(f"WARNING (resume): {msg}", file=sys.stderr)
     else:
         cfg = reinflow_config(args)
         cfg.critic_extra_epochs, cfg.critic_batch_size = args.critic_extra_epochs, args.critic_batch_size

@@ -135,3 +135,13 @@ def test_inference_autodetects_bc_and_reinflow(bc_ckpt, tmp_path, capsys):
     png = tmp_path / "curves.png"
     assert print_checkpoint_stats.main(["--checkpoint", str(rl), "--plot", str(png)]) == 0
     assert png.stat().st_size > 1000
+
+
+def test_resume_warns_about_run_shape_flags_that_differ_from_the_checkpoint():
+    args = train_reinflow.parse_args(["--model-type", "flow", "--max-episode-steps", "60", "--rollout-steps", "300"])
+    saved = {**vars(args), "max_episode_steps": None, "rollout_steps": 6000}
+    msgs = train_reinflow.resume_run_differences(args, saved)
+    assert len(msgs) == 2
+    assert "--max-episode-steps is 60" in msgs[0] and "--rollout-steps is 300" in msgs[1] and "6000" in msgs[1]
+    assert train_reinflow.resume_run_differences(args, vars(args)) == []
+    assert train_reinflow.resume_run_differences(args, {}) == []
