@@ -8,7 +8,6 @@ import os
 import signal
 import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import parallel_envs as pe
@@ -16,6 +15,16 @@ import pytest
 import reinflow_vla as rv
 
 KW = {"obs_mode": "images", "image_size": 32, "include_env_state": True, "max_episode_steps": 3}
+
+
+def _claim(marker) -> bool:
+    """Create ``marker`` atomically; True for the one worker that created it (both workers reach
+    their 2nd step at about the same time, so check-then-write would let both fire)."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def nan_env(env_id, marker, **kwargs):
@@ -31,8 +40,7 @@ def nan_env(env_id, marker, **kwargs):
         def step(self, action):
             obs, r, te, tr, info = self.env.step(action)
             NaNState.steps += 1
-            if NaNState.steps == 2 and not Path(marker).exists():
-                Path(marker).write_text("x")
+            if NaNState.steps == 2 and _claim(marker):
                 obs = dict(obs, **{"observation.state": np.full(6, np.nan, np.float32)})
             return obs, r, te, tr, info
 
