@@ -219,6 +219,19 @@ class SO101PickPlaceEnv(gym.Env):
         self._viewer.sync()
 
 
+def check_reward_terms(terms) -> tuple[str, ...]:
+    """``terms`` as a tuple after checking each is one of so101_mujoco_utils.REWARD_TERMS.
+
+    Raises:
+        ValueError: empty, or a name that is not a reward term (lists the valid ones).
+    """
+    terms = tuple(terms)
+    unknown = [t for t in terms if t not in u.REWARD_TERMS]
+    if not terms or unknown:
+        raise ValueError(f"unknown reward terms {unknown or '(none given)'}; choose 'all' or from {list(u.REWARD_TERMS)}")
+    return terms
+
+
 class RewardTermsWrapper(gym.Wrapper):
     """Replace the reward by the sum of a chosen subset of the env's named reward terms.
 
@@ -234,10 +247,7 @@ class RewardTermsWrapper(gym.Wrapper):
 
     def __init__(self, env: gym.Env, terms):
         super().__init__(env)
-        self.terms = tuple(terms)
-        unknown = [t for t in self.terms if t not in u.REWARD_TERMS]
-        if not self.terms or unknown:
-            raise ValueError(f"unknown reward terms {unknown or '(none given)'}; choose from {list(u.REWARD_TERMS)}")
+        self.terms = check_reward_terms(terms)
         self._keys = tuple(f"reward_{t}" for t in self.terms)
 
     def step(self, action):

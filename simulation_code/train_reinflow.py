@@ -57,7 +57,7 @@ from tqdm import tqdm
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
 import parallel_envs
-from so101_mujoco_utils import REWARD_TERMS
+from so101_gym_env import check_reward_terms
 import reinflow_vla as rv
 from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate,
                               group_relative_advantages, ppo_update)
@@ -146,9 +146,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.group_size < 2:
         p.error(f"--group-size must be >= 2 (a group baseline needs two episodes), got {args.group_size}")
     terms = rv.training_reward_terms(args)
-    unknown = [t for t in terms or () if t not in REWARD_TERMS]
-    if terms == () or unknown:
-        p.error(f"--reward-terms: unknown term(s) {unknown or '(none given)'}; choose 'all' or from {list(REWARD_TERMS)}")
+    if terms is not None:
+        try:
+            check_reward_terms(terms)
+        except ValueError as e:
+            p.error(f"--reward-terms: {e}")
     return args
 
 
@@ -206,6 +208,13 @@ def make_vector_env(args, rank: int = 0):
     return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
 
+def decision_rewards(per_env: list[dict], cfg: ReinFlowConfig) -> np.ndarray:
+    """(T,) float64 training rewards of one env's decisions: the raw reward summed over the
+    executed chunk, times ``cfg.reward_scale``, clipped to +-``cfg.reward_clip`` (if set)."""
+    r = np.array([d["reward"] for d in per_env], np.float64) * cfg.reward_scale
+    return r if cfg.reward_clip is None else np.clip(r, -cfg.reward_clip, cfg.reward_clip)
+
+
 def group_advantages(decisions: list[list[dict]], ep_count: np.ndarray, group_size: int,
                      cfg: ReinFlowConfig) -> tuple[np.ndarray, np.ndarray]:
     """Group-relative advantages (``--advantage group``) for one iteration's rollout.
@@ -224,17 +233,14 @@ def group_advantages(decisions: list[list[dict]], ep_count: np.ndarray, group_si
     Returns:
         (keep (N,) bool over the flattened decisions, advantages (N_kept,) float64).
     """
-    keep, dec_episode, ep_keys, ep_groups, ep_returns = [], [], [], [], []
+    keep, dec_episode, ep_groups, ep_returns = [], [], [], []
     for i, per_env in enumerate(decisions):
         complete = (int(ep_count[i]) // group_size) * group_size  # episodes of complete groups
-        r = np.array([d["reward"] for d in per_env], np.float64) * cfg.reward_scale
-        if cfg.reward_clip is not None:
-            r = np.clip(r, -cfg.reward_clip, cfg.reward_clip)
+        r = decision_rewards(per_env, cfg)
         ep = np.array([d["episode"] for d in per_env], int)
         totals = np.bincount(ep, weights=r, minlength=complete) if len(ep) else np.zeros(complete)
         keep.append(ep < complete)
-        dec_episode.append(len(ep_keys) + ep[ep < complete])  # row of the decision's episode below
-        ep_keys.extend(range(complete))
+        dec_episode.append(len(ep_returns) + ep[ep < complete])  # row of the decision's episode below
         ep_groups.extend(i * 1_000_000 + k // group_size for k in range(complete))
         ep_returns.extend(totals[:complete])
     ep_adv = group_relative_advantages(np.array(ep_groups, int), np.array(ep_returns, np.float64))
@@ -470,10 +476,7 @@ def main(argv=None) -> int:
             adv_parts, ret_parts, pos = [], [], 0
             for per_env in decisions:
                 n = len(per_env)
-                r = np.array([d["reward"] for d in per_env]) * cfg.reward_scale
-                if cfg.reward_clip is not None:
-                    r = np.clip(r, -cfg.reward_clip, cfg.reward_clip)
-                adv, ret = compute_gae(r, values[pos:pos + n], next_values[pos:pos + n],
+                adv, ret = compute_gae(decision_rewards(per_env, cfg), values[pos:pos + n], next_values[pos:pos + n],
                                        np.array([d["terminated"] for d in per_env]), np.array([d["end"] for d in per_env]),
                                        cfg.gamma, cfg.gae_lambda)
                 adv_parts.append(adv)
