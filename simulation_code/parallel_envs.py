@@ -53,24 +53,29 @@ class EnvWorkerError(RuntimeError):
     """A worker failed (died, raised, timed out or produced non-finite values)."""
 
 
-def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_block: int = 1, **kwargs: Any):
+def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_block: int = 1,
+             curriculum_bins: tuple[int, int] | None = None, **kwargs: Any):
     """``gym.make(env_id, **kwargs)`` after importing ``envs`` (registers the SO-101 ids): an env
     factory that works in spawn/forkserver children. Torch-free (fast worker start).
 
     ``reward_terms``: train on the sum of these named reward terms only
-    (so101_gym_env.RewardTermsWrapper); None = the env's reward. ``repeat_block`` > 1: groups of
-    that many consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper)."""
+    (so101_gym_env.RewardTermsWrapper); None = the env's reward. ``curriculum_bins``
+    (n_distance, n_angle): block positions drawn by bin weights passed in the reset options
+    (so101_gym_env.BlockCurriculumWrapper). ``repeat_block`` > 1: groups of that many
+    consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper)."""
     import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
     # isort: split
     import envs  # noqa: F401
     import gymnasium as gym
 
-    from so101_gym_env import RepeatBlockWrapper, RewardTermsWrapper
+    from so101_gym_env import BlockCurriculumWrapper, RepeatBlockWrapper, RewardTermsWrapper
 
     env = gym.make(env_id, **kwargs)
     if reward_terms is not None:
         env = RewardTermsWrapper(env, reward_terms)
+    if curriculum_bins is not None:
+        env = BlockCurriculumWrapper(env, *curriculum_bins)
     return env if repeat_block <= 1 else RepeatBlockWrapper(env, repeat_block)
 
 

@@ -16,7 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 import flow_policy as fp
+from so101_gym_env import BlockCurriculum
 
 COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("episodes", "eps", "{:>4}"),
            ("train_success", "train_succ", "{:>10.0%}"), ("train_return", "train_ret", "{:>9.1f}"),
@@ -54,6 +57,12 @@ def main(argv=None) -> int:
         print(f"  reinflow config: {ckpt['reinflow_config']}")
         print(f"  noise head: {ckpt.get('noise_head_config')}  critic: {ckpt.get('critic_config')}")
         print(f"  initialised from: {ckpt.get('bc_source')}")
+    if ckpt.get("block_curriculum"):
+        cur = ckpt["block_curriculum"]
+        c = BlockCurriculum.from_state_dict(cur)
+        print(f"  block curriculum: {cur['bins'][0]} distance x {cur['bins'][1]} angle bins, uniform share {c.uniform}, "
+              f"decay {c.decay}; training success per bin {np.round(c.success_estimates(), 2).tolist()}, "
+              f"next weights {np.round(c.weights(), 3).tolist()}")
     if ckpt.get("bc_history"):
         bh = ckpt["bc_history"]
         print(f"  BC: {ckpt.get('bc_data')} final flow-matching loss {bh[-1]['loss']:.4f} after {bh[-1]['step'] + 1} steps"

@@ -286,3 +286,119 @@ class RepeatBlockWrapper(gym.Wrapper):
         info["group_episode"] = self._count
         self._count += 1
         return obs, info
+
+
+class BlockCurriculumWrapper(gym.Wrapper):
+    """Place the block by a weighted grid of polar bins instead of uniformly (a curriculum over
+    block positions, train_reinflow.py ``--block-curriculum``; :class:`BlockCurriculum` makes the
+    weights).
+
+    The randomised placement (distance :data:`so101_mujoco_utils.BLOCK_DISTANCE_RANGE`, angle
+    :data:`so101_mujoco_utils.BLOCK_ANGLE_RANGE_DEG`) is cut into ``n_distance x n_angle`` bins
+    (so101_mujoco_utils.block_bin_edges). A reset whose ``options`` hold ``"block_bin_weights"``
+    ((n_bins,) non-negative, any scale) stores them for this and later resets; each reset then
+    draws a bin with those probabilities and a position uniformly (in distance and angle) inside
+    it, from the wrapper's own generator, which a seeded reset re-seeds (so seed s with the same
+    weights gives the same positions on every run). Without weights, and when ``options`` give an
+    explicit ``"block_pos"``, the env places the block as usual. ``info["block_bin"]`` (reset and
+    step) is the bin of the episode's initial block position.
+
+    Raises:
+        ValueError: weights of the wrong length, negative, non-finite or all zero.
+    """
+
+    def __init__(self, env: gym.Env, n_distance: int = 4, n_angle: int = 3):
+        super().__init__(env)
+        self.n_distance, self.n_angle = int(n_distance), int(n_angle)
+        self.n_bins = self.n_distance * self.n_angle
+        self._d_edges, self._a_edges = u.block_bin_edges(self.n_distance, self.n_angle)
+        self._weights: np.ndarray | None = None
+        self._rng = np.random.default_rng(0)
+        self._bin = 0
+
+    def set_weights(self, weights) -> None:
+        """Bin probabilities for the next resets: (n_bins,) >= 0, normalised here.
+
+        Raises:
+            ValueError: see the class docstring.
+        """
+        w = np.asarray(weights, np.float64)
+        if w.shape != (self.n_bins,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"block_bin_weights must be {self.n_bins} finite non-negative numbers with a "
+                             f"positive sum ({self.n_distance} distance x {self.n_angle} angle bins), got {weights!r}")
+        self._weights = w / w.sum()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        options = dict(options or {})
+        if "block_bin_weights" in options:
+            self.set_weights(options.pop("block_bin_weights"))
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        if self._weights is not None and "block_pos" not in options:
+            b = int(self._rng.choice(self.n_bins, p=self._weights))
+            i, j = divmod(b, self.n_angle)
+            options["block_pos"] = u.sample_block_position(
+                self._rng, self._d_edges[i : i + 2], self._a_edges[j : j + 2])
+        obs, info = self.env.reset(seed=seed, options=options or None)
+        self._bin = u.block_bin(info["block_pos"], self.n_distance, self.n_angle)
+        info["block_bin"] = self._bin
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["block_bin"] = self._bin
+        return obs, reward, terminated, truncated, info
+
+
+class BlockCurriculum:
+    """Success statistics per block bin and the sampling weights they give
+    (:class:`BlockCurriculumWrapper`): positions where the policy fails more are trained on more.
+
+    Per bin b, ``successes_b`` and ``episodes_b`` are discounted sums over iterations (each
+    :meth:`update` first multiplies the old sums by ``decay``); the success estimate is
+    ``p_b = (successes_b + 1) / (episodes_b + 2)`` (Laplace), the failure priority ``1 - p_b``,
+    and the weights ``uniform / n_bins + (1 - uniform) * (1 - p_b) / sum(1 - p)``: every bin
+    keeps at least ``uniform / n_bins`` of the episodes, so improved bins are still trained on.
+    Before any episode all ``p_b`` are 1/2, so the weights are uniform.
+
+    Args:
+        n_bins: number of bins (BlockCurriculumWrapper.n_bins).
+        uniform: share of the uniform part, in [0, 1].
+        decay: weight of the previous statistics at each update, in [0, 1).
+
+    Raises:
+        ValueError: a setting out of range.
+    """
+
+    def __init__(self, n_bins: int, uniform: float = 0.3, decay: float = 0.5):
+        if n_bins < 1 or not 0.0 <= uniform <= 1.0 or not 0.0 <= decay < 1.0:
+            raise ValueError(f"need n_bins >= 1, uniform in [0, 1], decay in [0, 1); got {n_bins}, {uniform}, {decay}")
+        self.n_bins, self.uniform, self.decay = int(n_bins), float(uniform), float(decay)
+        self.successes = np.zeros(self.n_bins)
+        self.episodes = np.zeros(self.n_bins)
+
+    def update(self, bins, successes) -> None:
+        """Add one iteration's finished episodes: ``bins`` (N,) int bin ids, ``successes`` (N,) bool."""
+        bins = np.asarray(bins, int)
+        self.successes = self.decay * self.successes + np.bincount(
+            bins, weights=np.asarray(successes, np.float64), minlength=self.n_bins)
+        self.episodes = self.decay * self.episodes + np.bincount(bins, minlength=self.n_bins)
+
+    def success_estimates(self) -> np.ndarray:
+        """(n_bins,) float64 Laplace-smoothed success rate per bin."""
+        return (self.successes + 1.0) / (self.episodes + 2.0)
+
+    def weights(self) -> np.ndarray:
+        """(n_bins,) float64 sampling probabilities (sum 1); see the class docstring."""
+        fail = 1.0 - self.success_estimates()
+        return self.uniform / self.n_bins + (1.0 - self.uniform) * fail / fail.sum()
+
+    def state_dict(self) -> dict:
+        return {"n_bins": self.n_bins, "uniform": self.uniform, "decay": self.decay,
+                "successes": self.successes.tolist(), "episodes": self.episodes.tolist()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "BlockCurriculum":
+        c = cls(state["n_bins"], state["uniform"], state["decay"])
+        c.successes, c.episodes = np.array(state["successes"], np.float64), np.array(state["episodes"], np.float64)
+        return c

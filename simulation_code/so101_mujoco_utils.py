@@ -538,12 +538,45 @@ DISPLACEMENT_CAP = 0.25  # m; the penalty stops growing here (about -740 per ste
 REWARD_TERMS: tuple[str, ...] = tuple(REWARD_WEIGHTS)
 
 
-def sample_block_position(rng: np.random.Generator) -> np.ndarray:
-    """Random block centre (3,), world frame, metres: distance U(0.1, 0.3) m from the base and
-    angle U(-60, 60) deg from +y (positive toward -x, i.e. counter-clockwise seen from above)."""
-    dist = rng.uniform(*BLOCK_DISTANCE_RANGE)
-    ang = np.radians(rng.uniform(*BLOCK_ANGLE_RANGE_DEG))
+def sample_block_position(rng: np.random.Generator, distance_range=BLOCK_DISTANCE_RANGE,
+                          angle_range_deg=BLOCK_ANGLE_RANGE_DEG) -> np.ndarray:
+    """Random block centre (3,), world frame, metres: distance U(distance_range) m from the base
+    (default :data:`BLOCK_DISTANCE_RANGE`, 0.1-0.3 m) and angle U(angle_range_deg) from +y
+    (default :data:`BLOCK_ANGLE_RANGE_DEG`, -60..60 deg; positive toward -x, i.e.
+    counter-clockwise seen from above). Draws the distance, then the angle, from ``rng``."""
+    dist = rng.uniform(*distance_range)
+    ang = np.radians(rng.uniform(*angle_range_deg))
     return np.array([-dist * np.sin(ang), dist * np.cos(ang), BLOCK_HALF_SIZE])
+
+
+def block_polar(block_pos) -> tuple[float, float]:
+    """(distance from the base in m, angle from +y in degrees) of a block centre (3,) or (2,),
+    world frame: the inverse of :func:`sample_block_position`'s placement."""
+    x, y = float(block_pos[0]), float(block_pos[1])
+    return float(np.hypot(x, y)), float(np.degrees(np.arctan2(-x, y)))
+
+
+def block_bin_edges(n_distance: int, n_angle: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of a regular grid over the randomised placement: ``n_distance + 1`` distances (m)
+    over :data:`BLOCK_DISTANCE_RANGE` and ``n_angle + 1`` angles (deg) over
+    :data:`BLOCK_ANGLE_RANGE_DEG`. Bin ``b = i_distance * n_angle + i_angle``.
+
+    Raises:
+        ValueError: a count below 1.
+    """
+    if n_distance < 1 or n_angle < 1:
+        raise ValueError(f"need at least one distance and one angle bin, got {n_distance} x {n_angle}")
+    return np.linspace(*BLOCK_DISTANCE_RANGE, n_distance + 1), np.linspace(*BLOCK_ANGLE_RANGE_DEG, n_angle + 1)
+
+
+def block_bin(block_pos, n_distance: int, n_angle: int) -> int:
+    """Grid bin (:func:`block_bin_edges`) of a block centre, world frame; positions outside the
+    randomised range go to the nearest edge bin."""
+    d_edges, a_edges = block_bin_edges(n_distance, n_angle)
+    dist, ang = block_polar(block_pos)
+    i = int(np.clip(np.searchsorted(d_edges, dist, side="right") - 1, 0, n_distance - 1))
+    j = int(np.clip(np.searchsorted(a_edges, ang, side="right") - 1, 0, n_angle - 1))
+    return i * n_angle + j
 
 
 def reset_scene(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds, block_pos) -> None:

@@ -57,7 +57,8 @@ from tqdm import tqdm
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
 import parallel_envs
-from so101_gym_env import check_reward_terms
+import so101_mujoco_utils as u
+from so101_gym_env import BlockCurriculum, check_reward_terms
 import reinflow_vla as rv
 from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate,
                               group_relative_advantages, ppo_update)
@@ -120,6 +121,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "from the same block position, and an episode's advantage is its return minus its group's mean "
                         "return (all its decisions share it; groups cut by the rollout end are dropped)")
     a.add_argument("--group-size", type=int, default=8, help="episodes per block position with --advantage group")
+    a.add_argument("--block-curriculum", action="store_true",
+                   help="flow: draw training block positions by bin, more often where the training success is lower "
+                        "(so101_gym_env.BlockCurriculum); evaluation stays uniform")
+    a.add_argument("--curriculum-bins", type=int, nargs=2, default=(4, 3), metavar=("N_DIST", "N_ANGLE"),
+                   help="distance x angle bins of the block curriculum (default 4 3)")
+    a.add_argument("--curriculum-uniform", type=float, default=0.3,
+                   help="share of training episodes still drawn uniformly over the bins (default %(default)s)")
+    a.add_argument("--curriculum-decay", type=float, default=0.5,
+                   help="weight of older iterations in the per-bin success statistics (default %(default)s)")
     a.add_argument("--critic-extra-epochs", type=int, default=d.critic_extra_epochs,
                    help="critic-only epochs per iteration after the PPO epochs")
     a.add_argument("--critic-batch-size", type=int, default=d.critic_batch_size, help="minibatch of those epochs")
@@ -145,6 +155,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.iterations = 100
     if args.group_size < 2:
         p.error(f"--group-size must be >= 2 (a group baseline needs two episodes), got {args.group_size}")
+    if args.block_curriculum and args.model_type != "flow":
+        p.error("--block-curriculum is implemented for --model-type flow (state envs) only")
+    if args.block_curriculum:
+        try:
+            BlockCurriculum(int(np.prod(args.curriculum_bins)), args.curriculum_uniform, args.curriculum_decay)
+            u.block_bin_edges(*args.curriculum_bins)
+        except ValueError as e:
+            p.error(f"--block-curriculum: {e}")
     terms = rv.training_reward_terms(args)
     if terms is not None:
         try:
@@ -194,7 +212,9 @@ def make_env_fn(args, training: bool = True):
     kw = {"obs_mode": "state", "include_env_state": True}
     if args.max_episode_steps:
         kw["max_episode_steps"] = args.max_episode_steps
-    return partial(parallel_envs.make_env, args.env_id, reward_terms=terms, repeat_block=repeat, **kw)
+    bins = tuple(args.curriculum_bins) if training and args.block_curriculum else None
+    return partial(parallel_envs.make_env, args.env_id, reward_terms=terms, repeat_block=repeat,
+                   curriculum_bins=bins, **kw)
 
 
 def make_vector_env(args, rank: int = 0):
@@ -312,6 +332,10 @@ def main(argv=None) -> int:
                                 if f.name in ckpt["reinflow_config"]})
         print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
         args.reward_terms, args.advantage, args.group_size = cfg.reward_terms, cfg.advantage, cfg.group_size
+        saved_cur = ckpt.get("block_curriculum")
+        args.block_curriculum = saved_cur is not None
+        if saved_cur is not None:
+            args.curriculum_bins = tuple(saved_cur["bins"])
         for msg in resume_run_differences(args, ckpt.get("args") or {}):
             print(f"WARNING (resume): {msg}", file=sys.stderr)
     else:
@@ -319,6 +343,11 @@ def main(argv=None) -> int:
         cfg.critic_extra_epochs, cfg.critic_batch_size = args.critic_extra_epochs, args.critic_batch_size
         cfg.init_noise_scale = float(args.init_noise_scale if args.init_noise_scale is not None
                                      else getattr(policy, "init_noise_scale", 1.0))
+    curriculum = None
+    if args.block_curriculum:
+        curriculum = (BlockCurriculum.from_state_dict(ckpt["block_curriculum"]) if ckpt and ckpt.get("block_curriculum")
+                      else BlockCurriculum(int(np.prod(args.curriculum_bins)), args.curriculum_uniform,
+                                           args.curriculum_decay))
     probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
     critic_dim = critic_features({k: v[None] for k, v in probe.reset(seed=0)[0].items()}).shape[1]
     probe.close()
@@ -385,6 +414,8 @@ def main(argv=None) -> int:
             rv.strip_reference(out, agent, policy, vla_groups)
         out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
                    bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
+        if curriculum is not None:
+            out["block_curriculum"] = {**curriculum.state_dict(), "bins": list(args.curriculum_bins)}
         fp.save_checkpoint(path or args.checkpoint, out)
 
     best_path = args.checkpoint.with_name(args.checkpoint.stem + "_best" + args.checkpoint.suffix)
@@ -417,7 +448,10 @@ def main(argv=None) -> int:
 
             # ---------------------------------------------------------- rollout
             # a seeded reset also starts a new group of episodes (--advantage group)
-            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)])
+            # --block-curriculum: this iteration's bin weights, from the training success so far
+            block_weights = curriculum.weights() if curriculum is not None else None
+            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)],
+                               options=None if block_weights is None else {"block_bin_weights": block_weights})
             ep_count = np.zeros(n_envs, int)
             queues: list[list[np.ndarray]] = [[] for _ in range(n_envs)]
             open_dec: list[dict | None] = [None] * n_envs
@@ -453,7 +487,8 @@ def main(argv=None) -> int:
                         success = bool(final_info["is_success"][i]) if "is_success" in final_info else bool(term[i])
                         dec.update(terminated=bool(term[i]), end=True, next_obs=dict(infos["final_obs"][i]))
                         decisions[i].append(dec)
-                        finished.append({"return": float(ep_ret[i]), "length": int(ep_len[i]), "success": success})
+                        finished.append({"return": float(ep_ret[i]), "length": int(ep_len[i]), "success": success,
+                                         "bin": int(final_info["block_bin"][i]) if curriculum is not None else -1})
                         ep_ret[i], ep_len[i] = 0.0, 0
                         ep_count[i] += 1
                         queues[i], open_dec[i] = [], None
@@ -465,6 +500,9 @@ def main(argv=None) -> int:
                 if open_dec[i] is not None:
                     open_dec[i].update(terminated=False, end=True, next_obs=_obs_at(obs, i))
                     decisions[i].append(open_dec[i])
+
+            if curriculum is not None:
+                curriculum.update([f["bin"] for f in finished], [f["success"] for f in finished])
 
             # ---------------------------------------------------------- advantages
             flat = [d for per_env in decisions for d in per_env]
@@ -515,6 +553,8 @@ def main(argv=None) -> int:
                    "rollout_s": t_roll, "iter_s": 0.0, "wall_s": 0.0}
             if n_discarded:
                 row["discarded_episodes"] = n_discarded
+            if block_weights is not None:  # history only (not the CSV): the bin weights this rollout used
+                row["block_weights"] = [float(w) for w in block_weights]
             if args.eval_every and args.eval_episodes and is_main and ((it + 1) % args.eval_every == 0 or it + 1 == end_it):
                 ev = run_eval(it + 1)
                 latest_success = ev["eval_success"]

@@ -143,6 +143,85 @@ def test_repeat_block_wrapper_starts_groups_of_episodes_from_the_same_block_posi
         RepeatBlockWrapper(fresh, 0)
 
 
+def test_block_polar_inverts_the_placement_and_bins_follow_the_edges():
+    rng = np.random.default_rng(0)
+    d_edges, a_edges = u.block_bin_edges(4, 3)
+    assert d_edges.tolist() == pytest.approx([0.10, 0.15, 0.20, 0.25, 0.30])
+    assert a_edges.tolist() == pytest.approx([-60.0, -20.0, 20.0, 60.0])
+    for _ in range(50):
+        state = rng.bit_generator.state
+        pos = u.sample_block_position(rng)
+        rng2 = np.random.default_rng()
+        rng2.bit_generator.state = state
+        dist, ang = rng2.uniform(*u.BLOCK_DISTANCE_RANGE), rng2.uniform(*u.BLOCK_ANGLE_RANGE_DEG)
+        assert u.block_polar(pos) == pytest.approx((dist, ang))  # same draws, recovered from x, y
+        i = int(dist // 0.05) - 2  # 0.10-0.15 m -> 0, ...
+        j = 0 if ang < -20 else (1 if ang < 20 else 2)
+        assert u.block_bin(pos, 4, 3) == i * 3 + j
+    assert u.block_bin([0.0, 0.05, 0.0], 4, 3) == 1  # closer than the range, straight ahead: nearest bin
+    with pytest.raises(ValueError, match="bin"):
+        u.block_bin_edges(0, 3)
+
+
+def test_block_curriculum_wrapper_places_blocks_in_the_weighted_bins_reproducibly():
+    from so101_gym_env import BlockCurriculumWrapper
+
+    def make():
+        return BlockCurriculumWrapper(gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True), 4, 3)
+
+    env, plain = make(), gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True)
+    key = u.OBS_ENV_STATE
+    # no weights: the env's own placement, and the bin is reported
+    obs, info = env.reset(seed=7)
+    np.testing.assert_allclose(obs[key], plain.reset(seed=7)[0][key])
+    assert info["block_bin"] == u.block_bin(obs[key][:3], 4, 3)
+    # one-hot weights on bin 5 (0.15-0.20 m, 20-60 deg): every episode starts there, step infos too
+    w = np.zeros(12)
+    w[5] = 3.0
+    starts = []
+    for k in range(6):
+        obs, info = env.reset(seed=21 if k == 0 else None, options={"block_bin_weights": w} if k == 0 else None)
+        dist, ang = u.block_polar(obs[key][:3])
+        assert 0.15 <= dist <= 0.20 and 20.0 <= ang <= 60.0 and info["block_bin"] == 5
+        assert env.step(env.action_space.sample())[-1]["block_bin"] == 5
+        starts.append(obs[key][:2])
+    assert len({tuple(np.round(s, 6)) for s in starts}) == 6  # different positions inside the bin
+    # two bins with weights 1:3 -> about a quarter of the episodes in the first
+    again = make()
+    w2 = np.zeros(12)
+    w2[0], w2[11] = 1.0, 3.0
+    bins = [again.reset(seed=3 if k == 0 else None, options={"block_bin_weights": w2} if k == 0 else None)[1]["block_bin"]
+            for k in range(200)]
+    assert set(bins) == {0, 11} and 0.15 < bins.count(0) / 200 < 0.35
+    # same seed and weights -> the same positions on a fresh env
+    fresh = make()
+    for k in range(6):
+        obs, _ = fresh.reset(seed=21 if k == 0 else None, options={"block_bin_weights": w} if k == 0 else None)
+        np.testing.assert_allclose(obs[key][:2], starts[k])
+    for bad in (np.zeros(12), np.ones(11), -np.ones(12), np.full(12, np.nan)):
+        with pytest.raises(ValueError, match="block_bin_weights"):
+            fresh.reset(options={"block_bin_weights": bad})
+
+
+def test_block_curriculum_weights_favour_the_bins_with_lower_success():
+    from so101_gym_env import BlockCurriculum
+
+    cur = BlockCurriculum(3, uniform=0.4, decay=0.5)
+    np.testing.assert_allclose(cur.weights(), np.full(3, 1 / 3))  # no episodes yet: uniform
+    cur.update([0, 0, 0, 1, 1, 1, 1], [True, True, True, True, False, False, False])
+    cur.update([0, 1], [True, False])
+    succ, eps = np.array([0.5 * 3 + 1, 0.5 * 1 + 0, 0]), np.array([0.5 * 3 + 1, 0.5 * 4 + 1, 0])
+    np.testing.assert_allclose(cur.success_estimates(), (succ + 1) / (eps + 2))
+    fail = 1 - (succ + 1) / (eps + 2)
+    np.testing.assert_allclose(cur.weights(), 0.4 / 3 + 0.6 * fail / fail.sum())
+    assert cur.weights().sum() == pytest.approx(1.0) and cur.weights()[1] > cur.weights()[2] > cur.weights()[0]
+    back = BlockCurriculum.from_state_dict(cur.state_dict())
+    np.testing.assert_array_equal(back.weights(), cur.weights())
+    for bad in ((0, 0.3, 0.5), (3, 1.5, 0.5), (3, 0.3, 1.0)):
+        with pytest.raises(ValueError):
+            BlockCurriculum(*bad)
+
+
 def test_displacement_penalty_and_success_flag_from_the_reward_function():
     init = np.array([0.0, 0.3, 0.0125])
     terms, success, _ = u.compute_reward_terms(init + [0, 0, 0.1], init + [0.1, 0, 0], init, 0.1, False)

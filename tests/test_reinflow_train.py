@@ -66,6 +66,36 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
         assert same(a["pg_loss"], b["pg_loss"]) and same(a["v_loss"], b["v_loss"]) and a["env_steps"] == b["env_steps"]
 
 
+def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, tmp_path):
+    import numpy as np
+    from so101_gym_env import BlockCurriculum
+
+    cur = ["--block-curriculum", "--curriculum-bins", "2", "2", "--curriculum-uniform", "0.2",
+           "--reward-terms", "success,height"]
+    straight, half = tmp_path / "straight.pt", tmp_path / "half.pt"
+    assert train_reinflow.main(TINY_RL + cur + ["--init-checkpoint", str(bc_ckpt), "--iterations", "2",
+                                                "--checkpoint", str(straight)]) == 0
+    assert train_reinflow.main(TINY_RL + cur + ["--init-checkpoint", str(bc_ckpt), "--iterations", "1",
+                                                "--checkpoint", str(half)]) == 0
+    ck, first = fp.load_checkpoint(straight), fp.load_checkpoint(half)
+    w1, w2 = (np.array(h["block_weights"]) for h in ck["history"])
+    np.testing.assert_allclose(w1, np.full(4, 0.25))  # nothing known before the first rollout
+    # the second rollout used the weights of the statistics after the first
+    after1 = BlockCurriculum.from_state_dict(first["block_curriculum"])
+    assert first["block_curriculum"]["bins"] == [2, 2] and sum(after1.episodes) == first["history"][0]["episodes"] > 0
+    np.testing.assert_allclose(w2, after1.weights())
+    assert not np.allclose(w2, 0.25) and w2.min() >= 0.2 / 4 - 1e-12
+    # resume (no curriculum flags: restored from the checkpoint) = straight
+    assert train_reinflow.main(TINY_RL + ["--resume", str(half), "--iterations", "2", "--checkpoint", str(half)]) == 0
+    ch = fp.load_checkpoint(half)
+    assert ch["block_curriculum"] == ck["block_curriculum"]
+    assert [h["block_weights"] for h in ch["history"]] == [h["block_weights"] for h in ck["history"]]
+    for k, v in ck["policy_state"].items():
+        assert torch.equal(v, ch["policy_state"][k]), f"policy_state.{k} differs after resume"
+    with pytest.raises(SystemExit):
+        train_reinflow.parse_args(["--model-type", "flow", "--block-curriculum", "--curriculum-uniform", "2"])
+
+
 def test_group_advantages_are_episode_returns_minus_their_groups_mean():
     import numpy as np
     from reinflow_smolvla import ReinFlowConfig
