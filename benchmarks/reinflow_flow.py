@@ -1,4 +1,4 @@
-"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~25 min)
+"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~34 min)
 
 Copy-paste (from the repository root):
 
@@ -13,12 +13,13 @@ Steps (each one a subprocess running the project's own scripts, from simulation_
     demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
     sampler (run_reinflow_inference.py);
  4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py) on the sparse success reward, with
-    large batches (2 x 6000 env steps, ~270 episodes per PPO iteration), evaluating every
-    ``--eval-every`` iterations on 50 monitoring episodes (seeds from 20,000) and keeping the best
-    checkpoint by that score (``--keep-best``: model selection on seeds disjoint from the test seeds);
+    large batches (2 x 6000 env steps, ~230-280 episodes per PPO iteration) and the block-position
+    curriculum (``--block-curriculum``: more training episodes where the training success is
+    lower; evaluation stays uniform), evaluating every ``--eval-every`` iterations on 50
+    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score (``--keep-best``: model selection on seeds disjoint from the test seeds);
  5. evaluate the kept policy on the same held-out episodes as in step 3;
  6. print before/after success rates, mean returns, env steps and wall time, and write
-    ``OUT/results.json``. ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
+    ``OUT/results.json`` (with success by block distance). ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ROOT / "simulation_code"
@@ -56,6 +59,22 @@ def run(cmd: list[str], log: Path) -> float:
     return dt
 
 
+def success_by_distance(per_episode: list[dict], edges=(0.10, 0.15, 0.20, 0.25, 0.30)) -> list[tuple[str, int, int]]:
+    """(label "0.10-0.15 m", successes, episodes) per block-distance band, from the
+    ``per_episode`` list of a run_reinflow_inference.py summary JSON (``block_start`` (3,),
+    world frame, m; distance from the base as so101_mujoco_utils.block_polar)."""
+    sys.path.insert(0, str(SIM))
+    import so101_mujoco_utils as u
+
+    dist = np.array([u.block_polar(e["block_start"])[0] for e in per_episode])
+    succ = np.array([bool(e["success"]) for e in per_episode])
+    out = []
+    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        m = (dist >= lo) & ((dist < hi) if k < len(edges) - 2 else (dist <= hi))
+        out.append((f"{lo:.2f}-{hi:.2f} m", int(succ[m].sum()), int(m.sum())))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_reinflow")
@@ -63,12 +82,12 @@ def main(argv=None) -> int:
     ap.add_argument("--demo-seed", type=int, default=5000)
     ap.add_argument("--bc-steps", type=int, default=4000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
-    ap.add_argument("--iterations", type=int, default=40, help="ReinFlow PPO iterations")
+    ap.add_argument("--iterations", type=int, default=48, help="ReinFlow PPO iterations")
     ap.add_argument("--rollout-steps", type=int, default=6000, help="env steps per env per iteration")
     ap.add_argument("--eval-every", type=int, default=4, help="monitoring evaluation every N iterations")
     ap.add_argument("--reinflow-args", default="--reward-terms success --reward-scale 0.02 --policy-lr 3e-5 "
                     "--clip 0.01 --target-kl 0.01 --epochs 5 --batch-size 500 --sigma-min 0.05 --sigma-max 0.15 "
-                    "--critic-warmup-iters 3 --critic-extra-epochs 10 --max-episode-steps 60",
+                    "--critic-warmup-iters 3 --critic-extra-epochs 10 --max-episode-steps 60 --block-curriculum",
                     help="extra train_reinflow.py flags")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
@@ -112,12 +131,16 @@ def main(argv=None) -> int:
            "after": {k: after[k] for k in ("success_rate", "success_rate_ci95", "mean_return", "mean_length")},
            "gain_points": 100 * (after["success_rate"] - before["success_rate"]),
            "reinflow_env_steps": env_steps, "reinflow_episodes": episodes, "step_seconds": times,
-           "wall_time_s": wall, "args": {k: str(v) for k, v in vars(args).items()}}
+           "wall_time_s": wall, "args": {k: str(v) for k, v in vars(args).items()},
+           "by_distance": {lab: {"before": [b_s, b_n], "after": [a_s, a_n]} for (lab, b_s, b_n), (_, a_s, a_n)
+                           in zip(success_by_distance(before["per_episode"]), success_by_distance(after["per_episode"]))}}
     (out / "results.json").write_text(json.dumps(res, indent=2))
     print(f"\n{'':24}{'success':>10}{'95% CI':>14}{'mean return':>13}")
     for name, s in (("BC (before)", before), ("ReinFlow (after)", after)):
         lo, hi = s["success_rate_ci95"]
         print(f"{name:24}{s['success_rate']:>10.0%}{f'{lo:.0%}-{hi:.0%}':>14}{s['mean_return']:>13.1f}")
+    print("by block distance (successes/episodes, before -> after): " + ", ".join(
+        f"{lab} {v['before'][0]}/{v['before'][1]} -> {v['after'][0]}/{v['after'][1]}" for lab, v in res["by_distance"].items()))
     print(f"gain {res['gain_points']:+.0f} points on {args.eval_episodes} held-out episodes; ReinFlow {env_steps} env steps "
           f"({episodes} episodes, {times['reinflow']:.0f} s); total wall time {wall / 60:.1f} min")
     if args.ship:
