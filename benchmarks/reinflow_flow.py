@@ -16,10 +16,12 @@ Steps (each one a subprocess running the project's own scripts, from simulation_
     large batches (2 x 6000 env steps, ~230-280 episodes per PPO iteration) and the block-position
     curriculum (``--block-curriculum``: more training episodes where the training success is
     lower; evaluation stays uniform), evaluating every ``--eval-every`` iterations on 50
-    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score (``--keep-best``: model selection on seeds disjoint from the test seeds);
+    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score
+    (``--keep-best``: model selection on seeds disjoint from the test seeds);
  5. evaluate the kept policy on the same held-out episodes as in step 3;
  6. print before/after success rates, mean returns, env steps and wall time, and write
-    ``OUT/results.json`` (with success by block distance). ``--ship`` copies the two checkpoints to simulation_code/checkpoints/.
+    ``OUT/results.json`` (with success by block distance). ``--ship`` copies the two checkpoints
+    to simulation_code/checkpoints/.
 """
 
 from __future__ import annotations
@@ -59,20 +61,18 @@ def run(cmd: list[str], log: Path) -> float:
     return dt
 
 
-def success_by_distance(per_episode: list[dict], edges=(0.10, 0.15, 0.20, 0.25, 0.30)) -> list[tuple[str, int, int]]:
-    """(label "0.10-0.15 m", successes, episodes) per block-distance band, from the
-    ``per_episode`` list of a run_reinflow_inference.py summary JSON (``block_start`` (3,),
-    world frame, m; distance from the base as so101_mujoco_utils.block_polar)."""
+def success_by_distance(per_episode: list[dict], n_bands: int = 4) -> list[tuple[str, int, int]]:
+    """(label "0.10-0.15 m", successes, episodes) per block-distance band (the distance bins of
+    so101_mujoco_utils.block_bin_edges over BLOCK_DISTANCE_RANGE), from the ``per_episode`` list
+    of a run_reinflow_inference.py summary JSON (``block_start`` (3,), world frame, m)."""
     sys.path.insert(0, str(SIM))
     import so101_mujoco_utils as u
 
-    dist = np.array([u.block_polar(e["block_start"])[0] for e in per_episode])
+    edges = u.block_bin_edges(n_bands, 1)[0]
+    band = np.array([u.block_bin(e["block_start"], n_bands, 1) for e in per_episode], int)
     succ = np.array([bool(e["success"]) for e in per_episode])
-    out = []
-    for k, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        m = (dist >= lo) & ((dist < hi) if k < len(edges) - 2 else (dist <= hi))
-        out.append((f"{lo:.2f}-{hi:.2f} m", int(succ[m].sum()), int(m.sum())))
-    return out
+    return [(f"{edges[k]:.2f}-{edges[k + 1]:.2f} m", int(succ[band == k].sum()), int((band == k).sum()))
+            for k in range(n_bands)]
 
 
 def main(argv=None) -> int:

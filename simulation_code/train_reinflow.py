@@ -14,10 +14,12 @@ is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout
 each policy decision samples a K-step noisy chain (reinflow_smolvla.sample_chain), executes the
 first ``n_action_steps`` actions of the chunk and stores the chain; then GAE over decisions (or,
 with ``--advantage group``, episode returns minus the mean of their group of episodes from the same
-block position) and PPO epochs (reinflow_smolvla.ppo_update). The training reward is the sum of the
-env reward terms named by ``--reward-terms`` (default: all, the env's reward). Every ``--eval-every`` iterations the deterministic
-sampler is evaluated on the fixed seeds ``--eval-seed`` .. + ``--eval-episodes`` - 1. Logs: a tqdm
-bar with the latest success rate, a CSV row per iteration (``--log-csv``), optional TensorBoard
+block position) and PPO epochs (reinflow_smolvla.ppo_update). The training reward is the sum of
+the env reward terms named by ``--reward-terms`` (default: all, the env's reward). With
+``--block-curriculum`` (flow) the training block positions are drawn by polar bin, more often where
+the training success is lower (so101_gym_env.BlockCurriculum). Every ``--eval-every`` iterations
+the deterministic sampler is evaluated on ``--eval-episodes`` fixed seeds from ``--eval-seed`` on.
+Logs: a tqdm bar with the latest success rate, a CSV row per iteration (``--log-csv``), optional TensorBoard
 (``--tensorboard DIR``) and W&B (``--wandb``). Checkpoints (``--checkpoint``) hold everything
 needed to continue exactly: model type, policy/noise-head/critic configs and weights, optimizer
 states, RNG states, iteration and statistics history; written atomically.
