@@ -1,4 +1,4 @@
-"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~34 min)
+"""Benchmark: does ReinFlow raise the success rate of a BC flow policy? (CPU, ~29 min)
 
 Copy-paste (from the repository root):
 
@@ -7,15 +7,16 @@ Copy-paste (from the repository root):
 Steps (each one a subprocess running the project's own scripts, from simulation_code/):
  1. record scripted demonstrations with record_dataset.py (LeRobotDataset v3; block pose
     reconstructed by replaying the recorded seeds, see flow_policy.load_lerobot_demonstrations);
- 2. BC-train the flow policy deliberately short of mastery (15 demos) with the deterministic
-    sampler starting at x_0 = 0 (``--init-noise-scale 0``, see reinflow_smolvla's docstring);
+ 2. BC-train the flow policy deliberately short of mastery (30 demos, 1000 steps) with the
+    deterministic sampler starting at x_0 = 0 (``--init-noise-scale 0``, see reinflow_smolvla's
+    docstring);
  3. evaluate it on ``--eval-episodes`` held-out seeded randomized episodes (seeds 0..N-1;
     demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
     sampler (run_reinflow_inference.py);
  4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py) on the sparse success reward, with
     large batches (2 x 6000 env steps, ~230-280 episodes per PPO iteration) and the block-position
-    curriculum (``--block-curriculum``: more training episodes where the training success is
-    lower; evaluation stays uniform), evaluating every ``--eval-every`` iterations on 50
+    curriculum (``--block-curriculum --curriculum-uniform 0.1``: more training episodes where the
+    training success is lower; evaluation stays uniform), evaluating every ``--eval-every`` iterations on 50
     monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score
     (``--keep-best``: model selection on seeds disjoint from the test seeds);
  5. evaluate the kept policy on the same held-out episodes as in step 3;
@@ -78,16 +79,17 @@ def success_by_distance(per_episode: list[dict], n_bands: int = 4) -> list[tuple
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_reinflow")
-    ap.add_argument("--demos", type=int, default=15, help="scripted demonstrations for BC")
+    ap.add_argument("--demos", type=int, default=30, help="scripted demonstrations for BC")
     ap.add_argument("--demo-seed", type=int, default=5000)
-    ap.add_argument("--bc-steps", type=int, default=4000, help="BC gradient steps")
+    ap.add_argument("--bc-steps", type=int, default=1000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--iterations", type=int, default=48, help="ReinFlow PPO iterations")
     ap.add_argument("--rollout-steps", type=int, default=6000, help="env steps per env per iteration")
     ap.add_argument("--eval-every", type=int, default=4, help="monitoring evaluation every N iterations")
     ap.add_argument("--reinflow-args", default="--reward-terms success --reward-scale 0.02 --policy-lr 3e-5 "
                     "--clip 0.01 --target-kl 0.01 --epochs 5 --batch-size 500 --sigma-min 0.05 --sigma-max 0.15 "
-                    "--critic-warmup-iters 3 --critic-extra-epochs 10 --max-episode-steps 60 --block-curriculum",
+                    "--critic-warmup-iters 3 --critic-extra-epochs 10 --max-episode-steps 60 --block-curriculum "
+                    "--curriculum-uniform 0.1",
                     help="extra train_reinflow.py flags")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")

@@ -58,9 +58,8 @@ def main(argv=None) -> int:
         print(f"  noise head: {ckpt.get('noise_head_config')}  critic: {ckpt.get('critic_config')}")
         print(f"  initialised from: {ckpt.get('bc_source')}")
     if ckpt.get("block_curriculum"):
-        cur = ckpt["block_curriculum"]
-        c = BlockCurriculum.from_state_dict(cur)
-        print(f"  block curriculum: {cur['bins'][0]} distance x {cur['bins'][1]} angle bins, uniform share {c.uniform}, "
+        c = BlockCurriculum.from_state_dict(ckpt["block_curriculum"])
+        print(f"  block curriculum: {c.bins[0]} distance x {c.bins[1]} angle bins, uniform share {c.uniform}, "
               f"decay {c.decay}; training success per bin {np.round(c.success_estimates(), 2).tolist()}, "
               f"next weights {np.round(c.weights(), 3).tolist()}")
     if ckpt.get("bc_history"):

@@ -362,7 +362,8 @@ class BlockCurriculum:
     Before any episode all ``p_b`` are 1/2, so the weights are uniform.
 
     Args:
-        n_bins: number of bins (BlockCurriculumWrapper.n_bins).
+        bins: (n_distance, n_angle), the grid of :class:`BlockCurriculumWrapper` (so
+            ``n_bins = n_distance * n_angle``; bin id ``i * n_angle + j``).
         uniform: share of the uniform part, in [0, 1].
         decay: weight of the previous statistics at each update, in [0, 1).
 
@@ -370,10 +371,13 @@ class BlockCurriculum:
         ValueError: a setting out of range.
     """
 
-    def __init__(self, n_bins: int, uniform: float = 0.3, decay: float = 0.5):
-        if n_bins < 1 or not 0.0 <= uniform <= 1.0 or not 0.0 <= decay < 1.0:
-            raise ValueError(f"need n_bins >= 1, uniform in [0, 1], decay in [0, 1); got {n_bins}, {uniform}, {decay}")
-        self.n_bins, self.uniform, self.decay = int(n_bins), float(uniform), float(decay)
+    def __init__(self, bins: tuple[int, int], uniform: float = 0.3, decay: float = 0.5):
+        bins = tuple(int(b) for b in bins)
+        if len(bins) != 2 or min(bins) < 1 or not 0.0 <= uniform <= 1.0 or not 0.0 <= decay < 1.0:
+            raise ValueError(f"need bins = (n_distance >= 1, n_angle >= 1), uniform in [0, 1], decay in [0, 1); "
+                             f"got {bins}, {uniform}, {decay}")
+        self.bins, self.uniform, self.decay = bins, float(uniform), float(decay)
+        self.n_bins = bins[0] * bins[1]
         self.successes = np.zeros(self.n_bins)
         self.episodes = np.zeros(self.n_bins)
 
@@ -394,11 +398,13 @@ class BlockCurriculum:
         return self.uniform / self.n_bins + (1.0 - self.uniform) * fail / fail.sum()
 
     def state_dict(self) -> dict:
-        return {"n_bins": self.n_bins, "uniform": self.uniform, "decay": self.decay,
+        """Plain-Python state (saved in train_reinflow.py checkpoints as ``block_curriculum``)."""
+        return {"bins": list(self.bins), "uniform": self.uniform, "decay": self.decay,
                 "successes": self.successes.tolist(), "episodes": self.episodes.tolist()}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "BlockCurriculum":
-        c = cls(state["n_bins"], state["uniform"], state["decay"])
+        """Inverse of :meth:`state_dict`."""
+        c = cls(state["bins"], state["uniform"], state["decay"])
         c.successes, c.episodes = np.array(state["successes"], np.float64), np.array(state["episodes"], np.float64)
         return c

@@ -161,7 +161,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--block-curriculum is implemented for --model-type flow (state envs) only")
     if args.block_curriculum:
         try:
-            BlockCurriculum(int(np.prod(args.curriculum_bins)), args.curriculum_uniform, args.curriculum_decay)
+            BlockCurriculum(args.curriculum_bins, args.curriculum_uniform, args.curriculum_decay)
             u.block_bin_edges(*args.curriculum_bins)
         except ValueError as e:
             p.error(f"--block-curriculum: {e}")
@@ -228,6 +228,20 @@ def make_vector_env(args, rank: int = 0):
     if args.parallel_envs == 1:
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
     return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+
+def portable_source(source) -> str:
+    """The base policy as recorded in a checkpoint's ``bc_source``: a local file or folder inside
+    the repository as a path relative to the repository root (so101_mujoco_utils.REPO_ROOT), so a
+    shipped checkpoint names no developer's directory; anything else (a Hub id, a path outside
+    the repository, "") unchanged, as a string."""
+    path = Path(source)
+    if str(source) and path.exists():
+        try:
+            return path.resolve().relative_to(u.REPO_ROOT).as_posix()
+        except ValueError:
+            return str(path.resolve())
+    return str(source)
 
 
 def decision_rewards(per_env: list[dict], cfg: ReinFlowConfig) -> np.ndarray:
@@ -348,8 +362,7 @@ def main(argv=None) -> int:
     curriculum = None
     if args.block_curriculum:
         curriculum = (BlockCurriculum.from_state_dict(ckpt["block_curriculum"]) if ckpt and ckpt.get("block_curriculum")
-                      else BlockCurriculum(int(np.prod(args.curriculum_bins)), args.curriculum_uniform,
-                                           args.curriculum_decay))
+                      else BlockCurriculum(args.curriculum_bins, args.curriculum_uniform, args.curriculum_decay))
     probe = gym.make(args.env_id, obs_mode="state", include_env_state=True)
     critic_dim = critic_features({k: v[None] for k, v in probe.reset(seed=0)[0].items()}).shape[1]
     probe.close()
@@ -373,7 +386,7 @@ def main(argv=None) -> int:
         print(f"resumed {args.resume} at iteration {start_it} ({len(history)} logged iterations)")
     else:
         start_it, history = 0, []
-        bc_source = str(args.init_checkpoint or args.policy_path or "")
+        bc_source = portable_source(args.init_checkpoint or args.policy_path or "")
     total_episodes = sum(h.get("episodes", 0) for h in history)
     total_env_steps = history[-1]["env_steps"] if history else 0
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -417,7 +430,7 @@ def main(argv=None) -> int:
         out.update(kind="reinflow", iteration=iteration, history=history, rng_state=rng_states(),
                    bc_source=bc_source, args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()})
         if curriculum is not None:
-            out["block_curriculum"] = {**curriculum.state_dict(), "bins": list(args.curriculum_bins)}
+            out["block_curriculum"] = curriculum.state_dict()
         fp.save_checkpoint(path or args.checkpoint, out)
 
     best_path = args.checkpoint.with_name(args.checkpoint.stem + "_best" + args.checkpoint.suffix)

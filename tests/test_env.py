@@ -206,7 +206,7 @@ def test_block_curriculum_wrapper_places_blocks_in_the_weighted_bins_reproducibl
 def test_block_curriculum_weights_favour_the_bins_with_lower_success():
     from so101_gym_env import BlockCurriculum
 
-    cur = BlockCurriculum(3, uniform=0.4, decay=0.5)
+    cur = BlockCurriculum((1, 3), uniform=0.4, decay=0.5)
     np.testing.assert_allclose(cur.weights(), np.full(3, 1 / 3))  # no episodes yet: uniform
     cur.update([0, 0, 0, 1, 1, 1, 1], [True, True, True, True, False, False, False])
     cur.update([0, 1], [True, False])
@@ -216,8 +216,9 @@ def test_block_curriculum_weights_favour_the_bins_with_lower_success():
     np.testing.assert_allclose(cur.weights(), 0.4 / 3 + 0.6 * fail / fail.sum())
     assert cur.weights().sum() == pytest.approx(1.0) and cur.weights()[1] > cur.weights()[2] > cur.weights()[0]
     back = BlockCurriculum.from_state_dict(cur.state_dict())
+    assert back.bins == (1, 3) and back.n_bins == 3
     np.testing.assert_array_equal(back.weights(), cur.weights())
-    for bad in ((0, 0.3, 0.5), (3, 1.5, 0.5), (3, 0.3, 1.0)):
+    for bad in (((0, 3), 0.3, 0.5), ((3,), 0.3, 0.5), ((1, 3), 1.5, 0.5), ((1, 3), 0.3, 1.0)):
         with pytest.raises(ValueError):
             BlockCurriculum(*bad)
 

@@ -50,6 +50,7 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
     assert [r["iteration"] for r in rows] == ["1", "2"] and rows[1]["eval_success"] != ""
     for key in ("policy_optimizer", "critic_optimizer", "rng_state", "noise_head_config", "critic_config"):
         assert key in ck
+    assert ck["bc_source"] == str(bc_ckpt.resolve())  # outside the repository: absolute
 
     half = tmp_path / "half.pt"
     assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "1",
@@ -94,6 +95,19 @@ def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, t
         assert torch.equal(v, ch["policy_state"][k]), f"policy_state.{k} differs after resume"
     with pytest.raises(SystemExit):
         train_reinflow.parse_args(["--model-type", "flow", "--block-curriculum", "--curriculum-uniform", "2"])
+
+
+def test_bc_source_is_relative_to_the_repository_root_inside_it(tmp_path):
+    import so101_mujoco_utils as u
+
+    inside = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_bc.pt"
+    assert train_reinflow.portable_source(inside) == "simulation_code/checkpoints/flow_bc.pt"
+    assert train_reinflow.portable_source(u.REPO_ROOT / "simulation_code" / ".." / "README.md") == "README.md"
+    assert train_reinflow.portable_source("lerobot/smolvla_base") == "lerobot/smolvla_base"  # a Hub id
+    outside = tmp_path / "bc.pt"
+    outside.write_bytes(b"")
+    assert train_reinflow.portable_source(outside) == str(outside.resolve())
+    assert train_reinflow.portable_source("") == ""
 
 
 def test_group_advantages_are_episode_returns_minus_their_groups_mean():
