@@ -16,9 +16,9 @@ Steps (each one a subprocess running the project's own scripts, from simulation_
  4. ReinFlow with ``--parallel-envs 2`` (train_reinflow.py) on the sparse success reward, with
     large batches (2 x 6000 env steps, ~230-280 episodes per PPO iteration) and the block-position
     curriculum (``--block-curriculum --curriculum-uniform 0.1``: more training episodes where the
-    training success is lower; evaluation stays uniform), evaluating every ``--eval-every`` iterations on 50
-    monitoring episodes (seeds from 20,000) and keeping the best checkpoint by that score
-    (``--keep-best``: model selection on seeds disjoint from the test seeds);
+    training success is lower; evaluation stays uniform), evaluating every ``--eval-every``
+    iterations on 50 monitoring episodes (seeds from 20,000) and keeping the best checkpoint by
+    that score (``--keep-best``: model selection on seeds disjoint from the test seeds);
  5. evaluate the kept policy on the same held-out episodes as in step 3;
  6. print before/after success rates, mean returns, env steps and wall time, and write
     ``OUT/results.json`` (with success by block distance). ``--ship`` copies the two checkpoints

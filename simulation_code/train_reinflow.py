@@ -162,7 +162,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.block_curriculum:
         try:
             BlockCurriculum(args.curriculum_bins, args.curriculum_uniform, args.curriculum_decay)
-            u.block_bin_edges(*args.curriculum_bins)
         except ValueError as e:
             p.error(f"--block-curriculum: {e}")
     terms = rv.training_reward_terms(args)
@@ -233,8 +232,8 @@ def make_vector_env(args, rank: int = 0):
 def portable_source(source) -> str:
     """The base policy as recorded in a checkpoint's ``bc_source``: a local file or folder inside
     the repository as a path relative to the repository root (so101_mujoco_utils.REPO_ROOT), so a
-    shipped checkpoint names no developer's directory; anything else (a Hub id, a path outside
-    the repository, "") unchanged, as a string."""
+    shipped checkpoint names no developer's directory; an existing path outside the repository
+    as an absolute path; anything else (a Hub id, "") unchanged, as a string."""
     path = Path(source)
     if str(source) and path.exists():
         try:
