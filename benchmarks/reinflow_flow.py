@@ -123,9 +123,10 @@ def main(argv=None) -> int:
                                "--summary-json", str(out / "eval_reinflow.json")], out / "eval_reinflow.log")
     before = json.loads((out / "eval_bc.json").read_text())
     after = json.loads((out / "eval_reinflow.json").read_text())
-    import torch
+    sys.path.insert(0, str(SIM))
+    import flow_policy as fp  # safe load: weights_only + allowlist, content hash checked
 
-    hist = torch.load(rl, map_location="cpu", weights_only=False)["history"]
+    hist = fp.load_checkpoint(rl, kind="reinflow", model_type="flow")["history"]
     env_steps = hist[-1]["env_steps"] if hist else 0
     episodes = sum(h.get("episodes", 0) for h in hist)
     wall = time.perf_counter() - t_all

@@ -35,6 +35,7 @@ import mujoco_rendering  # noqa: F401
 import numpy as np
 from tqdm import tqdm
 
+import cli_args
 import rollout_utils as ru
 import so101_mujoco_utils as u
 
@@ -78,13 +79,21 @@ def joint_statistics(gt: np.ndarray, pred: np.ndarray) -> dict[str, list]:
 
 
 def load_policy(model_type: str, args: argparse.Namespace):
-    """A :class:`vla_policy_interface.VLAPolicyInterface` for ``model_type`` (smolvla, pi0, flow)."""
+    """A :class:`vla_policy_interface.VLAPolicyInterface` for ``model_type`` (smolvla, pi0, flow).
+
+    Raises:
+        rollout_utils.PolicySetupError: the VLA cannot be loaded (``exit_code`` 1), or the flow
+            checkpoint is refused (``exit_code`` 2: flow_policy.load_checkpoint's message).
+    """
     if model_type in ("smolvla", "pi0"):
         return ru.load_vla_policy(model_type, args)
     if model_type == "flow":
-        from flow_policy import FlowPolicy
+        from flow_policy import CheckpointError, FlowPolicy
 
-        return FlowPolicy.load(args.policy_path)
+        try:
+            return FlowPolicy.load(args.policy_path)
+        except CheckpointError as e:  # unsafe, corrupt, missing or not a flow checkpoint
+            raise ru.PolicySetupError(f"error: {e}", exit_code=2) from e
     raise ValueError(f"--model-type {model_type!r} cannot be analysed offline; choose smolvla, pi0 or flow")
 
 
@@ -330,15 +339,19 @@ def print_table(result: dict) -> None:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-type", required=True, choices=("smolvla", "pi0", "flow"), help="policy type")
-    p.add_argument("--dataset", required=True, type=Path, help="LeRobotDataset root folder (recorded by record_dataset.py)")
+    p.add_argument("--dataset", required=True, type=cli_args.lerobot_dataset_dir, help="LeRobotDataset root folder (recorded by record_dataset.py)")
     p.add_argument("--repo-id", default=None, help="dataset repo id (default: local/<folder name>; never contacted)")
-    p.add_argument("--episodes", type=int, nargs="+", default=None, help="episode indices to analyse (default: all)")
-    p.add_argument("--split-episodes", type=int, default=None,
+    p.add_argument("--episodes", type=cli_args.nonneg_int, nargs="+", default=None, help="episode indices to analyse (default: all)")
+    p.add_argument("--split-episodes", type=cli_args.nonneg_int, default=None,
                    help="number of the last chosen episodes used as validation (default: 20%%)")
-    p.add_argument("--out", type=Path, default=Path("../outputs/analysis"), help="output folder")
+    p.add_argument("--out", type=cli_args.output_path, default=Path("../outputs/analysis"), help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the policy's initial noise")
     ru.add_policy_args(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    problem = cli_args.policy_path_problem(args.policy_path, args.model_type)
+    if problem:
+        p.error(problem)
+    return args
 
 
 def main(argv=None) -> int:
@@ -356,7 +369,7 @@ def main(argv=None) -> int:
         policy = load_policy(args.model_type, args)
     except ru.PolicySetupError as e:
         print(str(e), file=sys.stderr)
-        return 1
+        return e.exit_code  # 2: a refused checkpoint file
     dataset = LeRobotDataset(args.repo_id or f"local/{args.dataset.name}", root=args.dataset)
     result = analyze(policy, dataset, args.out, args.episodes, args.split_episodes, args.task, args.seed)
     print_table(result)

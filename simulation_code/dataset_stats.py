@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+import cli_args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # No video is decoded here; silence LeRobot's torchcodec-unavailable traceback (it falls back to PyAV).
 logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
@@ -211,11 +213,11 @@ def analyse(path, repo_id=None, steps: int = 20000, batch_size: int = 64, plot: 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", type=Path, help="LeRobotDataset folder (the --output_dir of record_dataset.py)")
+    p.add_argument("dataset", type=cli_args.lerobot_dataset_dir, help="LeRobotDataset folder (the --output_dir of record_dataset.py)")
     p.add_argument("--repo-id", default=None, help="repo id to open it under (default: local/<folder name>)")
-    p.add_argument("--steps", type=int, default=20000, help="planned training steps (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="planned batch size (default: %(default)s)")
-    p.add_argument("--plot", type=Path, default=None, help="save per-joint histograms to this PNG")
+    p.add_argument("--steps", type=cli_args.positive_int, default=20000, help="planned training steps (default: %(default)s)")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=64, help="planned batch size (default: %(default)s)")
+    p.add_argument("--plot", type=cli_args.output_path, default=None, help="save per-joint histograms to this PNG")
     return p.parse_args(argv)
 
 

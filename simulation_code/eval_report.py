@@ -130,6 +130,9 @@ def write_report(out_dir, summary: dict, actions: dict[int, list[np.ndarray]] | 
         rows.append(f"<tr><td>{i}</td><td>{e['seed']}</td>{outcome}<td>{e['return']:.1f}</td>"
                     f"<td>{e['length']}</td><td>({start})</td><td>{link}</td></tr>")
     imgs = "".join(f'<img src="{f}" alt="{k}">' for k, f in figs.items())
+    n_unstable = summary.get("unstable_episodes", 0)
+    unstable_note = (f"<b>{n_unstable} episode(s) ended on a simulator divergence</b> (sim_unstable);\n"
+                     if n_unstable else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(summary['policy'])} evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:20px auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}.ok{{color:#1a7f37}}.bad{{color:#c62828}}
@@ -138,7 +141,7 @@ img{{max-width:100%;margin:6px;border:1px solid #eee}}.big{{font-size:2em}}</sty
 <p class="big">success rate <b>{summary['success_rate']:.0%}</b>
 ({sum(bool(e['success']) for e in eps)}/{len(eps)} episodes, 95% CI {lo:.0%}-{hi:.0%})</p>
 <p>mean return {summary['mean_return']:.1f}, mean length {summary['mean_length']:.0f} steps at {u.CONTROL_HZ:.0f} Hz;
-seeds {eps[0]['seed'] if eps else '-'}..{eps[-1]['seed'] if eps else '-'}</p>
+{unstable_note}seeds {eps[0]['seed'] if eps else '-'}..{eps[-1]['seed'] if eps else '-'}</p>
 {imgs}
 <h2>Episodes</h2><table><tr><th>#</th><th>seed</th><th>outcome</th><th>return</th><th>steps</th>
 <th>block start x, y (m)</th><th>video</th></tr>{''.join(rows)}</table>
@@ -152,7 +155,8 @@ seeds {eps[0]['seed'] if eps else '-'}..{eps[-1]['seed'] if eps else '-'}</p>
 
 def finish_run(args, summary: dict, report: EvalReport) -> None:
     """End of a policy-running script: write ``--summary-json`` and the ``--report`` page if asked,
-    then print the one-line result (success rate with its 95% CI, mean return, mean length)."""
+    then print the one-line result (success rate with its 95% CI, mean return, mean length, and
+    ``unstable N`` when N > 0 episodes ended on a simulator divergence)."""
     if args.summary_json:
         ru.write_json_atomic(args.summary_json, summary)
     if args.report:
@@ -162,4 +166,5 @@ def finish_run(args, summary: dict, report: EvalReport) -> None:
     print(f"{summary['policy']}: success {summary['success_rate']:.0%} ({sum(bool(e['success']) for e in eps)}/"
           f"{len(eps)}, 95% CI {lo:.0%}-{hi:.0%}), mean return {summary['mean_return']:.1f}, "
           f"mean length {summary['mean_length']:.0f} steps"
+          + (f", unstable {summary['unstable_episodes']}" if summary.get("unstable_episodes") else "")
           + (f"; summary -> {args.summary_json}" if args.summary_json else ""))

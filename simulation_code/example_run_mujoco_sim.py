@@ -18,6 +18,7 @@ import mujoco_rendering
 
 import numpy as np
 
+import cli_args
 import rollout_utils as ru
 import so101_mujoco_utils as u
 from so101_mujoco_utils import mujoco
@@ -26,8 +27,8 @@ from so101_mujoco_utils import mujoco
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--headless", action="store_true", help="no viewer; simulate --steps control steps")
-    p.add_argument("--steps", type=int, default=100, help="control steps to simulate headless (0.1 s each)")
-    p.add_argument("--video", default=None, help="headless only: write an mp4 here")
+    p.add_argument("--steps", type=cli_args.positive_int, default=100, help="control steps to simulate headless (0.1 s each)")
+    p.add_argument("--video", type=cli_args.output_path, default=None, help="headless only: write an mp4 here")
     p.add_argument("--camera", default=u.CAMERAS["camera3"], choices=sorted(u.CAMERAS.values()), help="video camera")
     return p.parse_args(argv)
 

@@ -40,8 +40,10 @@ from torch import nn
 import so101_mujoco_utils as u
 from vla_policy_interface import VLAPolicyInterface
 
-#: Checkpoint format tag written by every checkpoint of this repo's flow/ReinFlow scripts.
-CHECKPOINT_FORMAT = "so101-reinflow-checkpoint-v1"
+#: Checkpoint format tag written by every checkpoint of this repo's flow/ReinFlow scripts (v2: with a
+#: content hash, see :func:`save_checkpoint`); the legacy tags load without an integrity check.
+CHECKPOINT_FORMAT = "so101-reinflow-checkpoint-v2"
+LEGACY_CHECKPOINT_FORMATS = ("so101-reinflow-checkpoint-v1",)
 #: Floors on the observation standard deviations used for normalisation (radians / metres /
 #: quaternion units). The block quaternion barely varies in the demonstrations (the block starts
 #: unrotated), so its std needs a floor; normalised observations are also clipped to +-OBS_CLIP.
@@ -271,14 +273,14 @@ class FlowPolicy(VLAPolicyInterface):
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def load(cls, path: str, **kwargs: Any) -> "FlowPolicy":
-        """Load the policy from a BC or ReinFlow checkpoint file (see :func:`load_checkpoint`).
+        """Load the policy from a flow BC or ReinFlow checkpoint file (see :func:`load_checkpoint`).
 
         Raises:
-            FileNotFoundError: no such file.
-            ValueError: not a flow checkpoint of this repo.
+            CheckpointNotFoundError: no such file (also a FileNotFoundError).
+            CheckpointError: not a flow checkpoint of this repo, unsafe, truncated or corrupt (a ValueError).
             RuntimeError: architecture mismatch (names the mismatched keys; never partial).
         """
-        ckpt = load_checkpoint(path)
+        ckpt = load_checkpoint(path, model_type="flow")
         return cls.from_checkpoint(ckpt, device=kwargs.get("device", "cpu"))
 
     @classmethod
@@ -431,39 +433,223 @@ def strict_load_state_dict(module: nn.Module, state: dict, what: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
+# ---------------------------------------------------------------------- checkpoint files
+#: Checkpoint kinds (``kind`` field) and model types (``model_type``) written by this repo's scripts.
+CHECKPOINT_KINDS = {"bc": ("BC", "train_flow_bc.py"), "reinflow": ("ReinFlow", "train_reinflow.py")}
+CHECKPOINT_MODEL_TYPES = ("flow", "smolvla", "pi0")
+#: Field holding the sha256 of everything else in the checkpoint (:func:`content_hash`).
+CONTENT_HASH_KEY = "content_sha256"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint: unsafe or foreign pickle, truncated or corrupt,
+    content hash mismatch, or a checkpoint of another kind / model type than expected. The message
+    names the file, what it is and what was expected; the entry scripts print it as one
+    ``error: ...`` line and exit with status 2. ``path``: the file."""
+
+    def __init__(self, message: str, path=None):
+        super().__init__(message)
+        self.path = path
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No file at the checkpoint path (also a FileNotFoundError)."""
+
+
+def _safe_globals() -> list:
+    """The only non-torch types ``torch.load(weights_only=True)`` may build from our checkpoints:
+    numpy arrays, dtypes and scalars (numpy RNG states, numpy numbers in histories), under their
+    numpy 2 and numpy 1 module names. Nothing here runs code when unpickled."""
+    mr = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    out: list = [np.ndarray, np.dtype]
+    for fn in (mr._reconstruct, mr.scalar):
+        out += [fn, (fn, f"numpy.core.multiarray.{fn.__name__}"), (fn, f"numpy._core.multiarray.{fn.__name__}")]
+    return out + [type(np.dtype(t)) for t in (np.bool_, np.int32, np.int64, np.uint32, np.uint64, np.float32, np.float64)]
+
+
+def _feed(h, o, where: str = "ckpt") -> None:
+    """Feed ``o`` to the hash ``h`` in a canonical encoding (type tag, size, value; dict keys sorted)."""
+    if isinstance(o, torch.Tensor):
+        t = o.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(o, np.ndarray) and not o.dtype.hasobject:
+        h.update(f"A{o.dtype.str}{o.shape};".encode())
+        h.update(np.ascontiguousarray(o).tobytes())
+    elif isinstance(o, np.generic):
+        h.update(f"N{o.dtype.str};".encode() + o.tobytes())
+    elif isinstance(o, dict):
+        keys = sorted((k for k in o if not (where == "ckpt" and k == CONTENT_HASH_KEY)),
+                      key=lambda k: (type(k).__name__, repr(k)))
+        h.update(f"D{len(keys)};".encode())
+        for k in keys:
+            _feed(h, k, where)
+            _feed(h, o[k], f"{where}[{k!r}]")
+    elif isinstance(o, (list, tuple)):
+        h.update(f"{'L' if isinstance(o, list) else 'U'}{len(o)};".encode())
+        for i, x in enumerate(o):
+            _feed(h, x, f"{where}[{i}]")
+    elif isinstance(o, (str, bytes)):
+        b = o.encode("utf-8", "surrogatepass") if isinstance(o, str) else o
+        h.update(f"{type(o).__name__}{len(b)};".encode() + b)
+    elif o is None or isinstance(o, (bool, int, float, complex, torch.dtype, torch.device)):
+        h.update(f"{type(o).__name__}:{o!r};".encode())
+    else:
+        raise TypeError(f"{where}: a {type(o).__module__}.{type(o).__qualname__} cannot be stored in a checkpoint "
+                        "(only tensors, numpy arrays/numbers, str, numbers, None, lists, tuples, dicts)")
+
+
+def content_hash(ckpt: dict) -> str:
+    """sha256 (hex) of everything in ``ckpt`` except its ``content_sha256`` field: every tensor's
+    dtype, shape and bytes and every other value, dict keys in sorted order.
+
+    Raises:
+        TypeError: a value of a type that ``load_checkpoint`` would not load (names where it is).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    _feed(h, ckpt)
+    return h.hexdigest()
+
+
 def save_checkpoint(path, ckpt: dict) -> None:
-    """Write ``ckpt`` atomically: ``torch.save`` to ``PATH.tmp`` in the same folder, fsync, then
-    rename over ``path`` (a crash while saving leaves the previous file intact)."""
+    """Write ``ckpt`` atomically with its ``format`` tag and content hash (:func:`content_hash`):
+    ``torch.save`` to ``PATH.tmp`` in the same folder, fsync, rename over ``path``, fsync the
+    folder (a crash or SIGKILL while saving leaves the previous file intact).
+
+    Raises:
+        ValueError: ``ckpt`` has no valid ``kind`` / ``model_type`` (CHECKPOINT_KINDS / _MODEL_TYPES).
+        TypeError: it holds a value that :func:`load_checkpoint` would refuse (see content_hash).
+    """
     import os
     from pathlib import Path
 
+    if ckpt.get("kind") not in CHECKPOINT_KINDS or ckpt.get("model_type") not in CHECKPOINT_MODEL_TYPES:
+        raise ValueError(f"checkpoint kind {ckpt.get('kind')!r} / model_type {ckpt.get('model_type')!r}: expected one "
+                         f"of {tuple(CHECKPOINT_KINDS)} / {CHECKPOINT_MODEL_TYPES}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     ckpt = dict(ckpt, format=CHECKPOINT_FORMAT)
+    ckpt[CONTENT_HASH_KEY] = content_hash(ckpt)
     with open(tmp, "wb") as f:
         torch.save(ckpt, f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    try:  # make the rename itself durable (POSIX)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=False``: it holds
-    numpy RNG states; load only checkpoints you trust).
+def _describe(kinds, model_types) -> str:
+    t = f"{model_types[0]} " if len(model_types) == 1 else ""
+    if len(kinds) == 1:
+        name, script = CHECKPOINT_KINDS[kinds[0]]
+        return f"a {t}{name} checkpoint ({script})"
+    return f"a {t}checkpoint of this repo (BC or ReinFlow{'' if t else '; ' + ', '.join(model_types)})"
 
+
+def _sniff(head: bytes) -> str | None:
+    """What a file that is not a torch zip archive is, from its first bytes (None: a zip archive)."""
+    if head.startswith(b"PK\x03\x04"):
+        return None
+    if not head:
+        return "empty (truncated or corrupt)"
+    if len(head) >= 10 and head[8:10] in (b'{"', b"{'") and int.from_bytes(head[:8], "little") < 1 << 30:
+        return "a safetensors file (e.g. a LeRobot policy's model.safetensors), not a checkpoint of this repo"
+    if head[:1] == b"\x80":
+        return ("a raw pickle, not a checkpoint written by this repo, or an unsafe pickle: refused without "
+                "running it")
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON/text file, not a checkpoint of this repo"
+    return "a file of unknown type (not a torch zip archive), not a checkpoint of this repo"
+
+
+def _torch_reason(e: BaseException) -> str:
+    """The informative line of a torch.load error (torch wraps it in paragraphs of advice)."""
+    skip = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6")
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    line = (lines[0] if lines else "") or type(e).__name__
+    return line.split(". This is an internal")[0].removeprefix("WeightsUnpickler error: ").strip() or "unexpected end of file"
+
+
+def load_checkpoint(path, kind=None, model_type=None, hint: str = "") -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`, safely: ``torch.load(weights_only=True)``
+    with only numpy arrays/scalars allowlisted (:func:`_safe_globals`), so a crafted pickle is refused
+    without running anything; then the format tag, the content hash (legacy v1 files have none: a
+    warning says they load unchecked) and the kind / model type are checked.
+
+    Args:
+        kind: accepted ``kind``: None (any), "bc", "reinflow" or a tuple of them.
+        model_type: accepted ``model_type``: None (any of CHECKPOINT_MODEL_TYPES), one or a tuple.
+        hint: appended to the message when the file is a checkpoint of another kind / model type.
+    Returns:
+        the checkpoint dict (``content_sha256`` included).
     Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a checkpoint of this repo's flow/ReinFlow scripts.
+        CheckpointNotFoundError: no such file (a CheckpointError and a FileNotFoundError).
+        CheckpointError: a directory (e.g. a LeRobot policy folder), a safetensors/JSON/raw pickle
+            file, an unsafe or foreign pickle, a truncated or corrupt file, a content hash mismatch,
+            or another kind / model type than expected. The message reads
+            ``PATH is WHAT[ (detail)]; expected WANTED`` or ``PATH is WHAT, expected WANTED[; hint]``.
     """
+    import pickle
+    import warnings
     from pathlib import Path
 
     path = Path(path)
+    kinds = tuple(CHECKPOINT_KINDS) if kind is None else ((kind,) if isinstance(kind, str) else tuple(kind))
+    types = CHECKPOINT_MODEL_TYPES if model_type is None else (
+        (model_type,) if isinstance(model_type, str) else tuple(model_type))
+    want = _describe(kinds, types)
+    if path.is_dir():
+        lerobot = any((path / n).is_file() for n in ("config.json", "model.safetensors"))
+        raise CheckpointError(f"{path} is a directory{' (a LeRobot policy folder)' if lerobot else ''}, not a "
+                              f"checkpoint file; expected {want}", path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint (format={ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt)})")
+        raise CheckpointNotFoundError(f"no checkpoint at {path}; expected {want}", path)
+    with open(path, "rb") as f:
+        what = _sniff(f.read(16))
+    if what is not None:
+        raise CheckpointError(f"{path} is {what}; expected {want}", path)
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_safe_globals()):
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} is not a checkpoint written by this repo, or an unsafe pickle: refused without "
+                              f"running it ({_torch_reason(e)}); expected {want}", path) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt ({_torch_reason(e)}); expected {want}", path) from None
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if fmt != CHECKPOINT_FORMAT and fmt not in LEGACY_CHECKPOINT_FORMATS:
+        held = f"format {fmt!r}" if isinstance(ckpt, dict) else f"a {type(ckpt).__name__}"
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint written by this repo ({held}, not "
+                              f"{CHECKPOINT_FORMAT!r}); expected {want}", path)
+    k, mt = ckpt.get("kind"), ckpt.get("model_type")
+    found = (_describe((k,), (mt,)) if k in CHECKPOINT_KINDS and mt in CHECKPOINT_MODEL_TYPES
+             else f"a checkpoint of this repo with kind {k!r} and model_type {mt!r}")
+    if fmt == CHECKPOINT_FORMAT:
+        stored = ckpt.get(CONTENT_HASH_KEY)
+        try:
+            actual = content_hash(ckpt)
+        except TypeError as e:
+            raise CheckpointError(f"{path} is corrupt: {e}; expected {want}", path) from None
+        if stored != actual:
+            raise CheckpointError(f"{path} is corrupt: content hash mismatch (stored {str(stored)[:16]}, computed "
+                                  f"{actual[:16]}): a damaged copy of {found}; expected an intact {want.removeprefix('a ')}",
+                                  path)
+    else:
+        warnings.warn(f"{path}: legacy {fmt} checkpoint without a content hash, loaded without an integrity check; "
+                      "re-save it with flow_policy.save_checkpoint to add one (README, Checkpoints)", stacklevel=2)
+    if k not in kinds or mt not in types:
+        raise CheckpointError(f"{path} is {found}, expected {want}" + (f"; {hint}" if hint else ""), path)
     return ckpt
 
 
@@ -536,16 +722,18 @@ def load_lerobot_demonstrations(root: str, env_id: str | None = None) -> dict[st
     gripper 0..100) to MuJoCo radians with :func:`so101_mujoco_utils.lerobot_to_mujoco`.
     The flow policy also needs the block pose: if the dataset has an
     ``observation.environment_state`` column it is used; otherwise it is *reconstructed by
-    replay*: each episode is reset with the seed the recorder stored in
-    ``meta/so101_recording.json`` and its stored actions are executed (``steps_per_frame``
-    control steps per frame), recording the block pose before each frame. The recorder stores
-    actions so that replay is exact; the replayed joint angles are checked against the recorded
-    ``observation.state``.
+    replay*: each episode is reset with the seed the recorder stored in its ``episode_seed`` column
+    (:data:`so101_mujoco_utils.EPISODE_SEED`; older recordings: ``meta/so101_recording.json``) and
+    its stored actions are executed (control rate / dataset fps control steps per frame), recording
+    the block pose before each frame. The env id comes from ``env_id``, else the recording sidecar,
+    else ``SO101PickPlace-v0`` (LeRobot's dataset tools drop the sidecar: pass ``env_id`` for a
+    fixed-block recording). The recorder stores actions so that replay is exact; the replayed joint
+    angles are checked against the recorded ``observation.state``.
 
     Returns:
         like :func:`scripted_demonstrations`.
     Raises:
-        KeyError: no environment_state column and no recording sidecar with seeds.
+        KeyError: no environment_state column and no seeds (column or sidecar).
         RuntimeError: replay does not reproduce the recorded joint states (> 1e-3 rad).
     """
     import json
@@ -571,12 +759,18 @@ def load_lerobot_demonstrations(root: str, env_id: str | None = None) -> dict[st
         out["env_state"] = np.stack(hf[u.OBS_ENV_STATE])[order].astype(np.float32)
         return out
     meta_path = root / "meta" / "so101_recording.json"
-    if not meta_path.is_file():
-        raise KeyError(f"{root}: no {u.OBS_ENV_STATE!r} column and no {meta_path.name} with episode seeds to replay")
-    meta = json.loads(meta_path.read_text())
-    seeds = {int(e["episode_index"]): int(e["seed"]) for e in meta["episodes"]}
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    if u.EPISODE_SEED in hf.column_names:
+        seed_col = np.asarray(hf[u.EPISODE_SEED], np.int64).reshape(-1)[order]
+        seeds = {int(e): int(s) for e, s in zip(out["episode_index"], seed_col)}
+    elif meta:
+        seeds = {int(e["episode_index"]): int(e["seed"]) for e in meta["episodes"]}
+    else:
+        raise KeyError(f"{root}: no {u.OBS_ENV_STATE!r} column and no {u.EPISODE_SEED!r} column or "
+                       f"{meta_path.name} with episode seeds to replay")
+    k = int(round(u.CONTROL_HZ / ds.fps))
     out["env_state"] = _replay_env_state(dict(out, action=action64), seeds, env_id or meta.get("env_id", "SO101PickPlace-v0"),
-                                         int(meta.get("steps_per_frame", 1)), root)
+                                         k, root)
     return out
 
 
@@ -610,7 +804,8 @@ def _replay_env_state(frames: dict, seeds: dict[int, int], env_id: str, k: int, 
 
 __all__ = ["FlowPolicy", "FlowPolicyConfig", "NormStats", "FlowMLP", "compute_norm_stats", "chunk_targets",
            "save_checkpoint", "load_checkpoint", "strict_load_state_dict", "scripted_demonstrations",
-           "load_lerobot_demonstrations", "CHECKPOINT_FORMAT"]
+           "load_lerobot_demonstrations", "CHECKPOINT_FORMAT", "CheckpointError", "CheckpointNotFoundError",
+           "content_hash"]
 
 
 class FlowSimPolicy:

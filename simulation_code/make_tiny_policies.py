@@ -37,6 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import cli_args  # noqa: E402
 import so101_mujoco_utils as u  # noqa: E402
 from lerobot_vla_adapter import reference_stats, write_policy_meta  # noqa: E402
 
@@ -207,7 +208,7 @@ def build_all(out: Path, seed: int = 0, which: tuple[str, ...] = ("smolvla", "pi
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True, help="output folder (gets smolvla/ and pi0/)")
+    parser.add_argument("--out", type=cli_args.output_path, required=True, help="output folder (gets smolvla/ and pi0/)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
     parser.add_argument("--only", choices=("smolvla", "pi0"), default=None, help="build just one of them")
     args = parser.parse_args(argv)

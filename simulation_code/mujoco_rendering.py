@@ -35,6 +35,29 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+class NoDisplayError(RuntimeError):
+    """A window (MuJoCo's interactive viewer) was asked for on a machine without a display.
+
+    Raised *before* any window is created: MuJoCo's GLFW initialisation failure is a fatal
+    ``mju_error`` that ends the Python process, so it must never be reached headless.
+    """
+
+
+def require_display(what: str = "render_mode='human'") -> None:
+    """Raise :class:`NoDisplayError` unless :func:`has_display`; ``what`` names the feature.
+
+    Raises:
+        NoDisplayError: no display; the message says to use ``render_mode="rgb_array"`` (or no
+            viewer) or to run with a display (``mjpython`` on macOS).
+    """
+    if not has_display():
+        raise NoDisplayError(
+            f"{what} needs a display, and none was found (DISPLAY/WAYLAND_DISPLAY unset). "
+            'Use render_mode="rgb_array" (or None / --headless) for offscreen frames, or run with a '
+            "display (`mjpython` on macOS)."
+        )
+
+
 def _egl_works() -> bool:
     """Load libEGL and initialise a display on its first device, as MuJoCo's EGL backend does.
 

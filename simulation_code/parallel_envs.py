@@ -28,8 +28,10 @@ and supervises each worker process separately:
   children start clean. Env factories must therefore be importable functions (use
   :func:`make_env`, which imports ``envs`` so the ids are registered in the child).
 
-Used for the VLAs (image observations); the flow policy keeps ``AsyncVectorEnv`` unchanged
-(train_reinflow.py), so its results stay bit-identical to the benchmark recorded in README.
+Used by train_reinflow.py for every policy type (the VLAs' image envs, the flow policy's state
+envs); for the flow policy it gives bit-identical training results to the ``AsyncVectorEnv`` /
+``SyncVectorEnv`` it replaced (same worker function and seeds; checked on 2-iteration runs), so
+the benchmark recorded in README stands.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cli_args
 import flow_policy as fp
 from so101_gym_env import BlockCurriculum
 
@@ -30,9 +31,9 @@ COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default="checkpoints/flow_reinflow.pt", help="checkpoint (default: %(default)s)")
-    p.add_argument("--plot", type=Path, default=None, help="write a PNG of the training curves here")
-    p.add_argument("--every", type=int, default=1, help="print every N-th iteration row")
+    p.add_argument("--checkpoint", type=cli_args.existing_file, default="checkpoints/flow_reinflow.pt", help="checkpoint (default: %(default)s)")
+    p.add_argument("--plot", type=cli_args.output_path, default=None, help="write a PNG of the training curves here")
+    p.add_argument("--every", type=cli_args.positive_int, default=1, help="print every N-th iteration row")
     return p.parse_args(argv)
 
 
@@ -48,7 +49,11 @@ def _fmt(fmt: str, v) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    ckpt = fp.load_checkpoint(args.checkpoint)
+    try:
+        ckpt = fp.load_checkpoint(args.checkpoint)
+    except fp.CheckpointError as e:  # unsafe, corrupt, missing, not ours: one line, status 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     hist = ckpt.get("history", [])
     print(f"checkpoint: {args.checkpoint}")
     print(f"  kind={ckpt.get('kind')} model_type={ckpt.get('model_type')} iteration={ckpt.get('iteration', 0)}")

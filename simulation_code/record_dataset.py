@@ -19,18 +19,21 @@ the LeRobot calibrated frame, i.e. body joints in degrees and the gripper in 0..
 units of a real SO-101 follower (conversion: ``so101_mujoco_utils.mujoco_to_lerobot``, one place);
 ``action`` is the absolute joint-position target sent to the simulation at that frame and
 ``observation.state`` the measured joint angles before it; ``observation.images.camera1|2|3``
-(top, wrist, side cameras) as video; the task string per frame; robot_type ``so101_follower``.
-The convention, cameras, seeds and per-episode results also go to ``meta/so101_recording.json`` and
-a dataset card ``README.md`` in the dataset folder.
+(top, wrist, side cameras) as video; ``episode_seed`` (int64, the episode's env reset seed, a plain
+column so it survives LeRobot's dataset tools); the task string per frame; robot_type
+``so101_follower``. The convention, cameras and per-episode results also go to
+``meta/so101_recording.json`` and a dataset card ``README.md`` in the dataset folder.
 
 Frame rate: the simulation steps at 10 Hz (``so101_mujoco_utils.CONTROL_HZ``). ``--fps`` must divide
 it (10, 5, 2 or 1): with ``--fps 5`` the simulation still runs at 10 Hz and every 2nd step is a frame,
 whose action is the target of the last step of its interval. Other values are refused.
 
-No data is lost: an episode is saved whole or not at all. Ctrl-C, ESC or an error during episode k
-discards only that episode, then ``finalize`` (in a ``finally`` block) closes the dataset with
-episodes 0..k-1 loadable. A second Ctrl-C outside a save aborts immediately (the dataset is still
-finalized). An existing dataset is never overwritten unless --overwrite (or appended to with --resume).
+No completed episode is ever lost (``durable_dataset.py``): LeRobot writes into a hidden staging
+folder beside the dataset, and each saved episode is published into the dataset folder in one atomic
+step. So at every instant, even after SIGKILL or a full disk, ``LeRobotDataset(repo_id, root=DIR)``
+loads every episode announced as saved, and ``--resume`` appends after them. Ctrl-C, ESC or an error
+during episode k discards only that episode. An existing dataset is never overwritten unless
+--overwrite (which replaces it only once the first new episode is saved) or appended to with --resume.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is 
 
 import numpy as np
 
+import durable_dataset as dd
 import so101_mujoco_utils as u
 import teleop_common as tc
 
@@ -76,10 +80,12 @@ CAMERA_DESCRIPTIONS = {"camera1": "top view (camera_up)", "camera2": "wrist came
 # ------------------------------------------------------------------------------------------
 
 def dataset_features(image_size: int) -> dict:
-    """LeRobot feature spec: state/action (6,) float32 with LeRobot motor names, and the three
-    cameras as ``(image_size, image_size, 3)`` videos."""
+    """LeRobot feature spec: state/action (6,) float32 with LeRobot motor names, the episode seed
+    (1,) int64 (:data:`so101_mujoco_utils.EPISODE_SEED`), and the three cameras as
+    ``(image_size, image_size, 3)`` videos."""
     joint = {"dtype": "float32", "shape": (u.NUM_JOINTS,), "names": list(u.LEROBOT_MOTOR_NAMES)}
-    features = {u.OBS_STATE: dict(joint), "action": dict(joint)}
+    features = {u.OBS_STATE: dict(joint), "action": dict(joint),
+                u.EPISODE_SEED: {"dtype": "int64", "shape": (1,), "names": None}}
     for key in u.IMAGE_KEYS:
         features[key] = {"dtype": "video", "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]}
     return features
@@ -130,8 +136,8 @@ class GracefulStop:
     """SIGINT/SIGTERM -> ``requested = True`` (checked by the loops between control steps).
 
     Inside :meth:`critical` (an episode being saved) signals are only noted, so a save is never cut
-    in half. Outside it, a second signal raises ``KeyboardInterrupt`` (the ``finally`` still
-    finalizes the dataset).
+    in half. Outside it, a second signal raises ``KeyboardInterrupt`` (the saved episodes are
+    already published; the ``finally`` only removes the staging folder).
     """
 
     def __init__(self):
@@ -174,44 +180,60 @@ def is_lerobot_dataset(path: Path) -> bool:
 
 
 def open_dataset(args, features: dict):
-    """Create (or with --resume reopen) the LeRobotDataset at ``args.output_dir``.
+    """Open the crash-safe recording at ``args.output_dir`` (new, --overwrite or --resume).
 
-    Returns ``(dataset, created, recording_meta)``: ``created`` is True for a new dataset;
-    ``recording_meta`` the sidecar dict (existing episodes' records on resume).
+    Returns ``(recording, created, recording_meta)``: a :class:`durable_dataset.DurableRecording`,
+    ``created`` True unless resuming, and the sidecar dict (existing episodes' records on resume).
+    Nothing appears at ``args.output_dir`` until the first episode is saved.
 
     Raises:
         SystemExit: the folder exists without --resume/--overwrite, --overwrite on a folder that is
             not a LeRobot dataset, or --resume with different features/fps (each message says what
             to do instead).
     """
-    from lerobot.datasets import LeRobotDataset
-
     root = Path(args.output_dir)
-    exists_nonempty = root.exists() and any(root.iterdir())
+    dd.recover(root)  # what a killed run may have left beside the dataset
+    exists_nonempty = root.exists() and (not root.is_dir() or any(root.iterdir()))
     if exists_nonempty and args.resume:
         if not is_lerobot_dataset(root):
             raise SystemExit(f"--resume: {root} is not a LeRobot dataset (no meta/info.json); pick another --output_dir")
-        ds = LeRobotDataset.resume(args.repo_id, root=root)
-        check_resume_compatible(ds.meta, features, args.fps, root)
+        from lerobot.datasets import LeRobotDatasetMetadata
+
+        have = LeRobotDatasetMetadata(args.repo_id, root=root)
+        if u.EPISODE_SEED not in have.features:  # recorded before the seed column existed
+            features = {k: v for k, v in features.items() if k != u.EPISODE_SEED}
+        check_resume_compatible(have, features, args.fps, root)
+        rec = dd.DurableRecording(root, args.repo_id, "resume")
         meta = load_recording_meta(root)
-        print(f"[record] resuming {root}: {ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames already")
-        return ds, False, meta
+        if meta is None:  # sidecar dropped by LeRobot's tools: continue after the stored seeds
+            meta = dict(new_recording_meta(args), next_seed=max(stored_seeds(rec.ds) + [args.seed - 1]) + 1)
+        print(f"[record] resuming {root}: {rec.meta.total_episodes} episodes, {rec.meta.total_frames} frames already")
+        return rec, False, meta
     if exists_nonempty and not args.overwrite:
         raise SystemExit(
             f"{root} already exists and is not empty. Pass --resume to append episodes to it, --overwrite to "
-            "delete and re-record it, or choose another --output_dir."
+            "replace it, or choose another --output_dir."
         )
-    if exists_nonempty:  # --overwrite
-        if not is_lerobot_dataset(root):
-            raise SystemExit(f"--overwrite: refusing to delete {root}: it is not a LeRobot dataset (no meta/info.json)")
-        print(f"[record] --overwrite: deleting {root}")
-        shutil.rmtree(root)
-    elif root.exists():
-        root.rmdir()  # LeRobot creates the folder itself and refuses an existing one
-    root.parent.mkdir(parents=True, exist_ok=True)
-    ds = LeRobotDataset.create(repo_id=args.repo_id, fps=int(args.fps), features=features, root=root,
-                               robot_type=ROBOT_TYPE, use_videos=True)
-    return ds, True, new_recording_meta(args)
+    if exists_nonempty and not is_lerobot_dataset(root):  # --overwrite
+        raise SystemExit(f"--overwrite: refusing to delete {root}: it is not a LeRobot dataset (no meta/info.json)")
+    if root.exists() and not exists_nonempty:
+        root.rmdir()  # an empty folder: the first published episode creates it
+    mode = "overwrite" if exists_nonempty else "create"
+    if mode == "overwrite":
+        print(f"[record] --overwrite: {root} is replaced when the first new episode is saved")
+    rec = dd.DurableRecording(root, args.repo_id, mode,
+                              dict(fps=int(args.fps), features=features, robot_type=ROBOT_TYPE, use_videos=True))
+    return rec, True, new_recording_meta(args)
+
+
+def stored_seeds(ds) -> list[int]:
+    """The distinct ``episode_seed`` values of a LeRobot dataset (empty when it has none)."""
+    if u.EPISODE_SEED not in ds.meta.features or ds.meta.total_episodes == 0:
+        return []
+    from lerobot.datasets import LeRobotDataset
+
+    full = LeRobotDataset(ds.repo_id, root=ds.root)
+    return sorted({int(x) for x in full.hf_dataset.with_format("numpy")[u.EPISODE_SEED]})
 
 
 def check_resume_compatible(meta, features: dict, fps: float, root: Path) -> None:
@@ -251,9 +273,11 @@ def new_recording_meta(args) -> dict:
     }
 
 
-def load_recording_meta(root: Path) -> dict:
+def load_recording_meta(root: Path) -> dict | None:
+    """The sidecar dict of the dataset at ``root``, or None when it has none (e.g. after LeRobot's
+    dataset tools, which keep only LeRobot's own metadata)."""
     path = Path(root) / RECORDING_META
-    return json.loads(path.read_text()) if path.is_file() else {"episodes": [], "next_seed": 0}
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_recording_meta(root: Path, meta: dict, args) -> None:
@@ -292,7 +316,7 @@ LeRobotDataset v3, robot_type `{ROBOT_TYPE}`.
 {cams}
 
 Joint order: {', '.join(meta['joint_names'])}. Conversion: {meta['conversion']}.
-Per-episode seeds and results: `{RECORDING_META}`.
+Each frame's `{u.EPISODE_SEED}` column is its episode's env reset seed; per-episode results: `{RECORDING_META}`.
 
 ## Train
 
@@ -350,11 +374,14 @@ def make_source(args):
     raise ValueError(f"no teleop source for --input {args.input!r}")
 
 
-def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str) -> dict:
+def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str, seed: int | None) -> dict:
     """One dataset frame: the joint angles ``q_rad`` (6,) float64 MuJoCo radians measured with
-    ``obs`` (before the action; stored as float32 LeRobot units), the stored action, the three camera
+    ``obs`` (before the action; stored as float32 LeRobot units), the stored action, the episode's
+    reset ``seed`` (omitted when None: a dataset recorded without the column), the three camera
     images of ``obs``, the task string."""
     frame = {u.OBS_STATE: to_dataset_units(q_rad), "action": action_stored}
+    if seed is not None:
+        frame[u.EPISODE_SEED] = np.array([seed], np.int64)
     for key in u.IMAGE_KEYS:
         frame[key] = obs[key]
     frame["task"] = task
@@ -366,28 +393,43 @@ def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str) -> dict:
 # ------------------------------------------------------------------------------------------
 
 class Recorder:
-    """Saves/discards episodes and keeps the sidecar metadata in step with the dataset."""
+    """Saves/discards episodes of a :class:`durable_dataset.DurableRecording` and keeps the sidecar
+    metadata in step with it (written into the staging folder, published with the episode)."""
 
-    def __init__(self, ds, root: Path, meta: dict, args, stop: GracefulStop):
-        self.ds, self.root, self.meta, self.args, self.stop = ds, root, meta, args, stop
+    def __init__(self, ds, meta: dict, args, stop: GracefulStop):
+        self.ds, self.meta, self.args, self.stop = ds, meta, args, stop
+        self.root = Path(ds.root)
         self.saved_this_run = 0
+        self.with_seed = u.EPISODE_SEED in ds.meta.features
+
+    def add_frame(self, q_rad, obs: dict, action_stored: np.ndarray, seed: int) -> None:
+        """Buffer one frame of the current episode (see :func:`make_frame`)."""
+        self.ds.add_frame(make_frame(q_rad, obs, action_stored, self.args.task, seed if self.with_seed else None))
 
     def save(self, seed: int, success: bool, frames: int) -> None:
-        """Save the buffered episode whole (signals deferred meanwhile) and record its metadata."""
+        """Save and publish the buffered episode whole (signals deferred meanwhile).
+
+        Raises:
+            durable_dataset.DiskFullError: the disk filled up (every earlier episode is intact).
+        """
         t0 = time.perf_counter()
         with self.stop.critical():
-            self.ds.save_episode(parallel_encoding=False)  # one process: Ctrl-C never reaches encoder workers
-            index = self.ds.meta.total_episodes - 1
-            self.meta["episodes"].append({"episode_index": index, "seed": seed, "success": bool(success),
-                                          "frames": frames, "input": self.args.input, "task": self.args.task})
-            write_recording_meta(self.root, self.meta, self.args)
+            index = self.ds.meta.total_episodes
+            record = {"episode_index": index, "seed": seed, "success": bool(success),
+                      "frames": frames, "input": self.args.input, "task": self.args.task}
+
+            def sidecar(staging: Path) -> None:
+                write_recording_meta(staging, dict(self.meta, episodes=self.meta["episodes"] + [record]), self.args)
+
+            index = self.ds.save_episode(before_publish=sidecar)
+            self.meta["episodes"].append(record)
         self.saved_this_run += 1
         print(f"[record] saved episode {index} ({frames} frames, success={success}, "
-              f"{time.perf_counter() - t0:.1f} s to encode)", flush=True)
+              f"{time.perf_counter() - t0:.1f} s to encode and publish)", flush=True)
 
     def discard(self, why: str) -> None:
-        if self.ds.has_pending_frames():
-            self.ds.clear_episode_buffer()
+        if self.ds.ds is not None and self.ds.has_pending_frames():
+            self.ds.discard_episode()
             print(f"[record] discarded the unfinished episode ({why})", flush=True)
 
     def next_seed(self) -> int:
@@ -423,7 +465,7 @@ def record_scripted(rec: Recorder, env, k: int) -> None:
                 steps += 1
                 if info["is_success"] and success_step is None:
                     success_step = steps
-            rec.ds.add_frame(make_frame(frame_q, frame_obs, stored, args.task))
+            rec.add_frame(frame_q, frame_obs, stored, seed)
             frames += 1
         success = success_step is not None
         if success or args.keep_failed:
@@ -484,7 +526,7 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
                 time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
                 t0 = time.perf_counter()
         if recording:
-            rec.ds.add_frame(make_frame(frame_q, frame_obs, stored, args.task))
+            rec.add_frame(frame_q, frame_obs, stored, seed)
             frames += 1
             if steps >= args.max_steps:
                 print(f"[record] episode reached --max-steps {args.max_steps}; saving", flush=True)
@@ -495,18 +537,16 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
                 source.reset(env.unwrapped.joint_positions)
 
 
-def finish_folder(ds, created: bool, saved: int, seconds: float) -> None:
-    """After ``finalize``: drop a dataset folder this run created but saved nothing into, and the
-    empty per-camera image folders LeRobot leaves behind; print the summary."""
-    root = Path(ds.root)
-    if created and ds.meta.total_episodes == 0:
-        shutil.rmtree(root, ignore_errors=True)
-        print(f"[record] no episode saved; removed the empty dataset folder {root}", flush=True)
+def finish_folder(rec, saved: int, seconds: float) -> None:
+    """After the recording is closed: print where the episodes are (or that none was saved)."""
+    root = rec.root
+    if not root.is_dir():
+        print(f"[record] no episode saved; nothing was written to {root}", flush=True)
         return
-    images = root / "images"
-    if images.is_dir() and not any(p.is_file() for p in images.rglob("*")):
-        shutil.rmtree(images, ignore_errors=True)
-    print(f"[record] dataset {root}: {ds.meta.total_episodes} episodes, {ds.meta.total_frames} frames "
+    from lerobot.datasets import LeRobotDatasetMetadata
+
+    meta = LeRobotDatasetMetadata(rec.repo_id, root=root)
+    print(f"[record] dataset {root}: {meta.total_episodes} episodes, {meta.total_frames} frames "
           f"({saved} saved in {seconds:.0f} s this run)", flush=True)
 
 
@@ -515,17 +555,20 @@ def finish_folder(ds, created: bool, saved: int, seconds: float) -> None:
 # ------------------------------------------------------------------------------------------
 
 def parse_args(argv=None) -> argparse.Namespace:
+    import cli_args
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, choices=INPUTS, help="who drives the arm")
-    p.add_argument("--output_dir", "--output-dir", dest="output_dir", type=Path, default=None,
+    p.add_argument("--output_dir", "--output-dir", dest="output_dir", type=cli_args.output_path, default=None,
                    help="dataset folder (LeRobotDataset root); must not exist unless --resume/--overwrite "
                         "(default: <repo>/datasets/so101_<input>)")
-    p.add_argument("--task", default=u.DEFAULT_TASK,
-                   help="language instruction stored with every frame; use the same string at inference "
+    p.add_argument("--task", type=cli_args.task_string, default=u.DEFAULT_TASK,
+                   help="language instruction stored verbatim with every frame, one line (any Unicode; a newline is "
+                        "refused); use the same string at inference "
                         "(default: %(default)r)")
-    p.add_argument("--num_episodes", "--num-episodes", dest="num_episodes", type=int, default=50,
+    p.add_argument("--num_episodes", "--num-episodes", dest="num_episodes", type=cli_args.positive_int, default=50,
                    help="episodes to save in this run (default: %(default)s)")
-    p.add_argument("--fps", type=int, default=int(u.CONTROL_HZ),
+    p.add_argument("--fps", type=cli_args.positive_int, default=int(u.CONTROL_HZ),
                    help="dataset frame rate; must divide the 10 Hz control rate (default: %(default)s)")
     p.add_argument("--port", default=None, help="--input physical: the leader arm's serial port")
     p.add_argument("--leader-id", default="so101_leader", help="--input physical: calibration id of the leader")
@@ -539,9 +582,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="append episodes to the existing dataset at --output_dir")
     g.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --output_dir first")
-    p.add_argument("--image-size", type=int, default=u.IMAGE_SIZE,
-                   help="camera height = width in pixels (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None,
+    p.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
+                   help="camera height = width in pixels, 16-480 (default: %(default)s)")
+    p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
                    help="episode length cap in 10 Hz control steps (default: 150 scripted, 600 teleop)")
     p.add_argument("--keep-failed", action="store_true", help="--input scripted: also save episodes the expert failed")
     p.add_argument("--no-viewer", action="store_true", help="teleop: no MuJoCo viewer window")
@@ -552,12 +595,24 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.repo_id = f"local/{args.output_dir.resolve().name}"
     if args.max_steps is None:
         args.max_steps = DEFAULT_MAX_STEPS[args.input]
-    if args.num_episodes < 1:
-        p.error("--num_episodes must be >= 1")
     try:
         steps_per_frame(args.fps)
     except ValueError as e:
         p.error(str(e))
+    # the output folder, before anything is created (open_dataset checks again when it opens it)
+    root = Path(args.output_dir)
+    problem = cli_args.output_problem(root)
+    if problem is None and root.exists():
+        if not root.is_dir():
+            problem = f"{root} is a file, not a dataset folder"
+        elif any(root.iterdir()) and not (args.resume or args.overwrite):
+            problem = (f"{root} already exists and is not empty; pass --resume to append episodes to it, "
+                       "--overwrite to delete and re-record it, or choose another --output_dir")
+        elif any(root.iterdir()) and not is_lerobot_dataset(root):
+            problem = (f"{root} is not a LeRobot dataset (no meta/info.json): "
+                       + ("nothing to resume" if args.resume else "refusing to delete it") + "; choose another --output_dir")
+    if problem:
+        p.error(f"argument --output_dir: {problem}")
     return args
 
 
@@ -574,32 +629,33 @@ def main(argv=None) -> int:
     viewer = args.input != "scripted" and not args.no_viewer and mujoco_rendering.has_display()
     stop = GracefulStop().install()  # before anything is written: a Ctrl-C from here on is graceful
     ds = env = rec = None
-    created = False
     t_start = time.perf_counter()
     try:
-        ds, created, meta = open_dataset(args, dataset_features(args.image_size))
-        root = Path(ds.root)
-        rec = Recorder(ds, root, meta, args, stop)
-        write_recording_meta(root, meta, args)
+        ds, _, meta = open_dataset(args, dataset_features(args.image_size))
+        rec = Recorder(ds, meta, args, stop)
         env = make_env(args, viewer)
-        print(f"[record] {args.input} -> {root} ({args.repo_id}), task {args.task!r}, {args.fps} fps, "
+        print(f"[record] {args.input} -> {ds.root} ({args.repo_id}), task {args.task!r}, {args.fps} fps, "
               f"{args.num_episodes} episodes", flush=True)
         if args.input == "scripted":
             record_scripted(rec, env, k)
         else:
             record_teleop(rec, env, source, k)
+    except dd.DiskFullError as e:
+        have = rec.saved_this_run if rec else 0
+        print(f"error: {e.strerror}. Every episode saved before it is intact in {args.output_dir} "
+              f"({have} saved this run); free some space and run again with --resume to append.", file=sys.stderr)
+        return 1
     finally:
         if rec is not None:
             rec.discard("stopped before the episode was saved")  # only whole episodes reach the disk
         if ds is not None:
-            ds.finalize()
+            ds.close()  # removes the staging folder; the dataset keeps every saved episode
         stop.uninstall()
         if env is not None:
             env.close()
         if source is not None:
             source.close()
-        if ds is not None:
-            finish_folder(ds, created, rec.saved_this_run if rec else 0, time.perf_counter() - t_start)
+    finish_folder(ds, rec.saved_this_run, time.perf_counter() - t_start)
     return 130 if stop.requested else 0
 
 

@@ -697,7 +697,8 @@ def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num
         on_chunk: optional callback(episode_idx, decision_idx, obs, chunk (chunk, 6)).
         on_step: optional callback(env) after every env step (videos).
     Returns:
-        per-episode dicts: seed, return, length, success.
+        per-episode dicts: seed, return, length, success, sim_unstable (the env's
+        ``info["sim_unstable"]`` was set: the simulation diverged and the episode was truncated).
     """
     if isinstance(agent_or_policy, ReinFlowAgent):
         policy, head = agent_or_policy.policy, agent_or_policy.noise_head
@@ -714,7 +715,7 @@ def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num
         for ei, seed in enumerate(seeds):
             gen = torch.Generator().manual_seed(int(seed))
             obs, _ = env.reset(seed=int(seed))
-            ret, length, success, done, d = 0.0, 0, False, False, 0
+            ret, length, success, done, d, unstable = 0.0, 0, False, False, 0, False
             while not done:
                 batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()}, policy.task)
                 s = sample_chain(policy, head, batch, k, deterministic=not stochastic, generator=gen)
@@ -727,12 +728,14 @@ def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num
                     ret += float(r)
                     length += 1
                     success |= bool(info["is_success"])
+                    unstable |= bool(info.get("sim_unstable", False))
                     if on_step is not None:
                         on_step(env)
                     done = term or trunc
                     if done:
                         break
-            episodes.append({"seed": int(seed), "return": ret, "length": length, "success": bool(success)})
+            episodes.append({"seed": int(seed), "return": ret, "length": length, "success": bool(success),
+                             "sim_unstable": unstable})
     finally:
         env.close()
     return episodes

@@ -39,6 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import cli_args
 import numpy as np
 import so101_mujoco_utils as u
 import torch
@@ -69,13 +70,14 @@ def add_vla_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None,
                    help="recompute each denoising step's activations in backward (default: on for pi0, off for smolvla)")
     g.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
-    g.add_argument("--image-size", type=int, default=u.IMAGE_SIZE, help="camera image size (pixels, square)")
+    g.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
+                   help="camera image size (pixels, square, 16-480)")
     g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (lerobot_vla_adapter.FRAMES)")
-    g.add_argument("--camera-map", default=None, help="sim camera -> checkpoint image key (see run_mujoco_simulation.py)")
-    g.add_argument("--task", default=None, help="language instruction (default: the checkpoint's training task)")
-    g.add_argument("--n-action-steps", type=int, default=None, help="actions executed per chunk (default: the checkpoint's)")
+    g.add_argument("--camera-map", type=cli_args.camera_map, default=None, help="sim camera -> checkpoint image key (see run_mujoco_simulation.py)")
+    g.add_argument("--task", type=cli_args.task_string, default=None, help="language instruction, one line (default: the checkpoint's training task)")
+    g.add_argument("--n-action-steps", type=cli_args.positive_int, default=None, help="actions executed per chunk (default: the checkpoint's)")
     g.add_argument("--env-start-method", default="forkserver", choices=("forkserver", "spawn", "fork"),
-                   help="multiprocessing start method of the env workers (fork hangs after EGL init)")
+                   help="multiprocessing start method of the env workers, all model types (fork hangs after EGL init)")
     g.add_argument("--debug-state-dir", type=Path, default=None, help=argparse.SUPPRESS)  # tests: per-rank weights
     return parser
 
@@ -349,15 +351,18 @@ def env_kwargs(args) -> dict:
     return kw
 
 
-def make_vector_env(args, rank: int = 0):
-    """``--parallel-envs`` image envs in worker processes that are restarted on failure
-    (parallel_envs.RobustVectorEnv); env factories are looked up at call time (tests replace
-    ``parallel_envs.make_env``)."""
+def make_vector_env(args, rank: int = 0, env_fn=None):
+    """``--parallel-envs`` envs in worker processes that are restarted on failure
+    (parallel_envs.RobustVectorEnv, for every model type): ``env_fn`` (a picklable env factory;
+    train_reinflow.py passes the flow policy's state env), default the VLAs' image env. Env
+    factories are looked up at call time (tests replace ``parallel_envs.make_env``)."""
     import parallel_envs
 
-    repeat = args.group_size if getattr(args, "advantage", "gae") == "group" else 1
-    fn = partial(parallel_envs.make_env, args.env_id, reward_terms=training_reward_terms(args), repeat_block=repeat,
-                 **env_kwargs(args))
+    fn = env_fn
+    if fn is None:
+        repeat = args.group_size if getattr(args, "advantage", "gae") == "group" else 1
+        fn = partial(parallel_envs.make_env, args.env_id, reward_terms=training_reward_terms(args), repeat_block=repeat,
+                     **env_kwargs(args))
     return parallel_envs.RobustVectorEnv([fn] * args.parallel_envs, context=args.env_start_method,
                                          restart_seed=900_000_000 + 1_000_003 * rank + 101 * int(args.seed))
 

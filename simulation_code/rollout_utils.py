@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cli_args
 import so101_mujoco_utils as u
 
 #: Policies ``--model-type`` accepts, and the one used when the flag is absent.
@@ -38,20 +39,20 @@ DEFAULT_MODEL_TYPE = "smolvla"
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the episode options shared by the policy-running scripts (episodes, seed, headless,
     video, summary) to ``parser`` and return it."""
-    parser.add_argument("--episodes", type=int, default=1, help="number of episodes to run")
+    parser.add_argument("--episodes", type=cli_args.positive_int, default=1, help="number of episodes to run (>= 1)")
     parser.add_argument("--seed", type=int, default=0, help="episode i is reset with seed SEED+i")
-    parser.add_argument("--env-id", default="SO101PickPlace-v0",
+    parser.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0",
                         help="registered env id (envs/__init__.py); SO101PickPlaceNoRandom-v0 fixes the block")
-    parser.add_argument("--max-steps", type=int, default=None,
+    parser.add_argument("--max-steps", type=cli_args.positive_int, default=None,
                         help="per-episode step cap (default: the registration's max_episode_steps)")
     parser.add_argument("--headless", action="store_true", help="no viewer window (required without a display)")
-    parser.add_argument("--video-dir", type=Path, default=None,
+    parser.add_argument("--video-dir", type=cli_args.output_path, default=None,
                         help="write one mp4 per episode here (episode_000.mp4, ...)")
     parser.add_argument("--video-camera", default=u.CAMERAS["camera3"], choices=sorted(u.CAMERAS.values()),
                         help="camera for the videos")
-    parser.add_argument("--summary-json", type=Path, default=None,
+    parser.add_argument("--summary-json", type=cli_args.output_path, default=None,
                         help="write success rate, mean return and per-episode results here")
-    parser.add_argument("--report", type=Path, default=None,
+    parser.add_argument("--report", type=cli_args.output_path, default=None,
                         help="write a one-page evaluation report here (report.html + figures + summary.json); "
                              "videos go to REPORT/videos unless --video-dir is given")
     return parser
@@ -71,12 +72,12 @@ def add_policy_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--policy-path", default=None,
                    help="Hugging Face Hub id or local policy directory (default: lerobot/smolvla_base for smolvla, "
                         "lerobot/pi0 for pi0; offline tiny ones: make_tiny_policies.py --out DIR, then DIR/smolvla)")
-    g.add_argument("--camera-map", default=None,
+    g.add_argument("--camera-map", type=cli_args.camera_map, default=None,
                    help="sim camera -> checkpoint image key, e.g. camera1=front,camera2=wrist (camera1 top "
                         "'camera_up', camera2 'wrist_camera', camera3 'camera_side'); default: recorded in the "
                         "checkpoint, else the keys named camera1..3")
-    g.add_argument("--task", default=None,
-                   help=f"language instruction (default: the checkpoint's recorded training task, else {u.DEFAULT_TASK!r})")
+    g.add_argument("--task", type=cli_args.task_string, default=None,
+                   help=f"language instruction, one line (default: the checkpoint's recorded training task, else {u.DEFAULT_TASK!r})")
     g.add_argument("--frame", default="auto", choices=VLA_FRAME_CHOICES,
                    help="joint frame the checkpoint was trained in: smolvla_absolute (absolute servo degrees + "
                         "reference stats; lerobot/smolvla_base), lerobot_degrees (LeRobot calibrated degrees + the "
@@ -86,14 +87,19 @@ def add_policy_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="Pi0: 4-bit weights with optimum-quanto (default: on for MPS, off elsewhere; the first "
                         "qint4 run on CPU compiles a C++ extension, 1-2 min)")
     g.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (cuda > mps > cpu)")
-    g.add_argument("--n-action-steps", type=int, default=None,
+    g.add_argument("--n-action-steps", type=cli_args.positive_int, default=None,
                    help="actions executed from each predicted chunk before re-planning (default: the checkpoint's)")
     return parser
 
 
 class PolicySetupError(Exception):
     """The requested policy cannot be set up; the message says why and what to do (scripts print
-    it as one message, without a traceback, and exit non-zero)."""
+    it as one message, without a traceback, and exit with ``exit_code``: 1, or 2 for a checkpoint
+    file that is refused, flow_policy.CheckpointError)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def load_vla_policy(model_type: str, args: argparse.Namespace):
@@ -126,7 +132,8 @@ def make_sim_policy(model_type: str, args: argparse.Namespace, env):
 
     Raises:
         ValueError: unknown model type (lists the known ones).
-        PolicySetupError: a VLA that cannot be loaded (see :func:`load_vla_policy`).
+        PolicySetupError: a VLA that cannot be loaded (see :func:`load_vla_policy`), or a flow
+            checkpoint that is refused (``exit_code`` 2: flow_policy.load_checkpoint's message).
     """
     if model_type == "scripted":
         return ScriptedSimPolicy(env)
@@ -137,10 +144,12 @@ def make_sim_policy(model_type: str, args: argparse.Namespace, env):
         if not path:
             raise PolicySetupError("--model-type flow needs --policy-path = a flow checkpoint "
                                    "(e.g. checkpoints/flow_reinflow.pt)")
-        from flow_policy import FlowSimPolicy
+        from flow_policy import CheckpointError, FlowSimPolicy
 
         try:
             return FlowSimPolicy(path, seed=getattr(args, "seed", 0))
+        except CheckpointError as e:  # unsafe, corrupt, missing or not a flow checkpoint
+            raise PolicySetupError(str(e), exit_code=2) from e
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             raise PolicySetupError(str(e)) from e
     raise ValueError(f"Unknown --model-type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
@@ -222,15 +231,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def summarize(episodes: list[dict], policy: str, extra: dict | None = None) -> dict:
-    """Summary dict of a run: success rate (+95% Wilson CI), mean return/length, seeds, episodes.
+    """Summary dict of a run: success rate (+95% Wilson CI), mean return/length, seeds, episodes,
+    and ``unstable_episodes``: how many ended because the simulation diverged.
 
-    Each episode dict has at least ``seed``, ``return``, ``length``, ``success``.
+    Each episode dict has at least ``seed``, ``return``, ``length``, ``success``; optional
+    ``sim_unstable`` (bool, :func:`episode_unstable`; absent counts as False).
     """
     n = len(episodes)
     wins = sum(bool(e["success"]) for e in episodes)
     summary = {
         "policy": policy,
         "episodes": n,
+        "unstable_episodes": sum(bool(e.get("sim_unstable", False)) for e in episodes),
         "success_rate": wins / n if n else 0.0,
         "success_rate_ci95": list(wilson_interval(wins, n)),
         "mean_return": float(np.mean([e["return"] for e in episodes])) if n else 0.0,
@@ -241,6 +253,13 @@ def summarize(episodes: list[dict], policy: str, extra: dict | None = None) -> d
     if extra:
         summary.update(extra)
     return summary
+
+
+def episode_unstable(unstable: bool, info: dict) -> bool:
+    """Running "did this episode diverge" flag: ``unstable or info["sim_unstable"]`` (the env's flag,
+    so101_gym_env; an info without it counts as stable). The run scripts store it per episode as
+    ``sim_unstable`` for :func:`summarize`."""
+    return bool(unstable or info.get("sim_unstable", False))
 
 
 def write_json_atomic(path: Path, obj) -> None:

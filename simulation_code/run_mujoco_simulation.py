@@ -35,6 +35,7 @@ import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is 
 import gymnasium as gym
 from tqdm import tqdm
 
+import cli_args
 import envs  # noqa: F401  (registers the env ids)
 import eval_report
 import rollout_utils as ru
@@ -47,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="policy to run (default: %(default)s)")
     ru.add_run_args(parser)
     ru.add_policy_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    problem = cli_args.policy_path_problem(args.policy_path, args.model_type)
+    if problem:
+        parser.error(problem)
+    return args
 
 
 def main(argv=None) -> int:
@@ -66,7 +71,7 @@ def main(argv=None) -> int:
     except ru.PolicySetupError as e:
         env.close()
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_code  # 2: a refused checkpoint file (flow_policy.CheckpointError)
 
     if args.report and not args.video_dir:
         args.video_dir = args.report / "videos"
@@ -82,7 +87,7 @@ def main(argv=None) -> int:
             video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
             if video:
                 video.append(env.unwrapped.render())
-            ep_return, length, success, done = 0.0, 0, False, False
+            ep_return, length, success, done, unstable = 0.0, 0, False, False, False
             while not done:
                 action = policy.act(obs, env)
                 report.add_step(i, action)
@@ -90,12 +95,13 @@ def main(argv=None) -> int:
                 ep_return += reward
                 length += 1
                 success = success or info["is_success"]
+                unstable = ru.episode_unstable(unstable, info)
                 done = terminated or truncated
                 if video:
                     video.append(env.unwrapped.render())
             episodes.append({
                 "seed": seed, "return": ep_return, "length": length, "success": bool(success),
-                "block_start": env.unwrapped.initial_block_pos.tolist(),
+                "sim_unstable": unstable, "block_start": env.unwrapped.initial_block_pos.tolist(),
                 "video": str(video.close()) if video else None,
             })
             rate = sum(e["success"] for e in episodes) / len(episodes)

@@ -19,6 +19,7 @@ import mujoco_rendering
 
 import numpy as np
 
+import cli_args
 import so101_mujoco_utils as u
 from so101_mujoco_utils import mujoco
 
@@ -26,7 +27,7 @@ from so101_mujoco_utils import mujoco
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--headless", action="store_true", help="no viewer; simulate --steps control steps")
-    p.add_argument("--steps", type=int, default=30, help="control steps to hold the pose headless (0.1 s each)")
+    p.add_argument("--steps", type=cli_args.positive_int, default=30, help="control steps to hold the pose headless (0.1 s each)")
     return p.parse_args(argv)
 
 

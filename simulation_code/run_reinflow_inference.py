@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import cli_args
 import envs  # noqa: F401  (registers the env ids)
 import eval_report
 import flow_policy as fp
@@ -38,15 +39,20 @@ DEBUG_INFERENCES = 3
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="BC (train_flow_bc.py) or ReinFlow (train_reinflow.py) checkpoint")
+    p.add_argument("--checkpoint", required=True, type=cli_args.existing_file, help="BC (train_flow_bc.py) or ReinFlow (train_reinflow.py) checkpoint")
     p.add_argument("--model-type", default="auto", choices=("auto", "flow", "smolvla", "pi0"),
                    help="override the model type recorded in the checkpoint (default: auto-detect)")
     p.add_argument("--stochastic", action="store_true", help="sample with the ReinFlow noise head (ReinFlow checkpoints)")
-    p.add_argument("--num-denoise-steps", type=int, default=None,
+    p.add_argument("--num-denoise-steps", type=cli_args.positive_int, default=None,
                    help="Euler steps K (default: the ReinFlow K, else the policy's)")
     ru.add_run_args(p)
     ru.add_policy_args(p)  # VLA checkpoints: the base policy (default: the path recorded in the checkpoint), ...
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.model_type != "flow":  # --policy-path: a VLA base (a flow checkpoint holds its whole policy)
+        problem = cli_args.policy_path_problem(args.policy_path, "smolvla")
+        if problem:
+            p.error(problem)
+    return args
 
 
 def detect_model_type(ckpt: dict) -> str:
@@ -67,7 +73,11 @@ def main(argv=None) -> int:
     if not args.headless and not mujoco_rendering.has_display():
         print("No display found: add --headless (videos still work with --video-dir).", file=sys.stderr)
         return 2
-    ckpt = fp.load_checkpoint(args.checkpoint)
+    try:
+        ckpt = fp.load_checkpoint(args.checkpoint)  # any kind and model type of this repo
+    except fp.CheckpointError as e:  # unsafe, corrupt, missing, not ours: one line, status 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     detected = detect_model_type(ckpt)
     model_type = detected if args.model_type == "auto" else args.model_type
     kind = ckpt.get("kind", "?")
@@ -120,7 +130,7 @@ def main(argv=None) -> int:
             video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
             if video:
                 video.append(env.unwrapped.render())
-            ep_return, length, success, done = 0.0, 0, False, False
+            ep_return, length, success, done, unstable = 0.0, 0, False, False, False
             while not done:
                 t_inf = time.perf_counter()
                 batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()})
@@ -139,13 +149,14 @@ def main(argv=None) -> int:
                     ep_return += reward
                     length += 1
                     success = success or info["is_success"]
+                    unstable = ru.episode_unstable(unstable, info)
                     done = terminated or truncated
                     if video:
                         video.append(env.unwrapped.render())
                     if done:
                         break
             episodes.append({"seed": seed, "return": ep_return, "length": length, "success": bool(success),
-                             "block_start": env.unwrapped.initial_block_pos.tolist(),
+                             "sim_unstable": unstable, "block_start": env.unwrapped.initial_block_pos.tolist(),
                              "video": str(video.close()) if video else None})
             rate = sum(e["success"] for e in episodes) / len(episodes)
             bar.set_postfix(success=f"{rate:.0%}", ret=f"{ep_return:.1f}")

@@ -14,20 +14,33 @@ Observation (a dict, LeRobot feature names):
                                           quaternion (w, x, y, z): privileged state, only with
                                           ``include_env_state=True`` (state-based policies)
 Action: (6,) absolute joint position targets, MuJoCo radians, clipped to the joint limits
-(z-scored SmolVLA-frame degrees with ``smolvla_normalize=True``). An action with NaN/inf raises.
+(z-scored SmolVLA-frame degrees with ``smolvla_normalize=True``). An action with NaN/inf raises
+ValueError (a policy bug, not a physics event), before anything is simulated.
 Control: 10 Hz (50 physics steps of 2 ms per env step, see so101_mujoco_utils.CONTROL_HZ).
 Reward: the sum of the named terms in ``info["reward_<term>"]`` (so101_mujoco_utils.REWARD_TERMS);
 ``info["is_success"]`` is the success flag. Episode length comes from the registration.
+Divergence: ``info["sim_unstable"]`` (every reset and step, False normally) turns True when MuJoCo
+flagged bad positions/velocities/accelerations/controls during the step
+(so101_mujoco_utils.step_and_check); MuJoCo has then reset the state itself, so the step returns
+``truncated=True``, every reward term 0, ``is_success=False`` and emits one
+``SimulationUnstableWarning``. ``reset(options={"block_pos": ...})`` accepts only positions in the
+spawn region (so101_mujoco_utils.check_block_position, else ValueError).
+Human mode needs a display: headless, ``render_mode="human"`` raises
+``mujoco_rendering.NoDisplayError`` (a RuntimeError) at construction, and an instance's
+``metadata["render_modes"]`` lists only ``"rgb_array"``, so ``gymnasium``'s ``check_env`` with
+default arguments tests the modes that can work.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+import mujoco_rendering
 import so101_mujoco_utils as u
 from so101_mujoco_utils import mujoco
 
@@ -49,6 +62,11 @@ class SO101PickPlaceEnv(gym.Env):
         fast_render: None = automatic (fast on software GL), True/False to force.
         decimate_meshes: draw decimated visual meshes (default; physics is unchanged). False
             draws the full ~400k-triangle meshes (the benchmark's "naive" renderer).
+
+    Raises:
+        ValueError: an unknown render mode, observation mode or camera.
+        mujoco_rendering.NoDisplayError: ``render_mode="human"`` without a display (raised here,
+            before any window: MuJoCo's failing GLFW initialisation would end the process).
     """
 
     metadata = {"render_modes": ["human", "rgb_array"], "render_fps": int(u.CONTROL_HZ)}
@@ -73,6 +91,10 @@ class SO101PickPlaceEnv(gym.Env):
             raise ValueError(f"obs_mode must be 'images' or 'state', got {obs_mode!r}")
         if render_camera not in u.CAMERAS.values():
             raise ValueError(f"Unknown camera {render_camera!r}; available: {sorted(u.CAMERAS.values())}")
+        if render_mode == "human":
+            mujoco_rendering.require_display("SO101PickPlaceEnv(render_mode='human')")
+        elif not mujoco_rendering.has_display():  # this instance cannot open a window
+            self.metadata = {**type(self).metadata, "render_modes": ["rgb_array"]}
         self.render_mode = render_mode
         self.obs_mode = obs_mode
         self.image_size = int(image_size)
@@ -108,17 +130,24 @@ class SO101PickPlaceEnv(gym.Env):
 
         self._initial_block_pos = u.BLOCK_DEFAULT_POS.copy()
         self._prev_distance = 0.0
+        self._steps = 0  # env steps since the last reset
 
     # ---------------------------------------------------------------- gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Reset the arm to the home pose and place the block (seeded by ``seed``).
 
-        ``options`` may hold ``"block_pos"``: an explicit (3,) block centre in metres.
-        Returns ``(observation, info)``; info has ``block_pos`` and ``is_success=False``.
+        ``options`` may hold ``"block_pos"``: an explicit (3,) block centre, world frame, metres,
+        resting on the table inside the spawn region (:func:`so101_mujoco_utils.check_block_position`).
+        Returns ``(observation, info)``; info has ``block_pos``, ``is_success=False`` and
+        ``sim_unstable=False``.
+
+        Raises:
+            ValueError: ``block_pos`` not 3 finite numbers, under/above the table or outside the
+                workspace (the message gives the value and the allowed range).
         """
         super().reset(seed=seed)
         if options and "block_pos" in options:
-            block = np.asarray(options["block_pos"], dtype=np.float64)
+            block = u.check_block_position(options["block_pos"])
         elif self.randomize_block:
             block = u.sample_block_position(self.np_random)
         else:
@@ -126,12 +155,19 @@ class SO101PickPlaceEnv(gym.Env):
         u.reset_scene(self.model, self.data, self.ids, block)
         self._initial_block_pos = u.block_position(self.data, self.ids)
         self._prev_distance = float(np.linalg.norm(u.gripper_position(self.data, self.ids) - self._initial_block_pos))
+        self._steps = 0
         if self.render_mode == "human":
             self._sync_viewer()
-        return self._get_obs(), {"block_pos": self._initial_block_pos.copy(), "is_success": False}
+        return self._get_obs(), {"block_pos": self._initial_block_pos.copy(), "is_success": False, "sim_unstable": False}
 
     def step(self, action):
         """Apply joint targets for one control step (0.1 s); see the class docstring for units.
+
+        ``info["sim_unstable"]`` is True when the physics diverged during the step (MuJoCo's
+        BADQPOS/BADQVEL/BADQACC/BADCTRL, :func:`so101_mujoco_utils.step_and_check`): MuJoCo has
+        reset the state, so the step returns ``truncated=True``, all reward terms 0,
+        ``is_success=False`` and warns once (:class:`so101_mujoco_utils.SimulationUnstableWarning`).
+        The observation is then MuJoCo's reset state: reset the env.
 
         Raises:
             ValueError: the action has the wrong shape or contains NaN/inf.
@@ -144,26 +180,34 @@ class SO101PickPlaceEnv(gym.Env):
         action = np.clip(action, self._act_low, self._act_high)
         target = u.unnormalize_action_from_smolvla(action) if self.smolvla_normalize else action
         self.data.ctrl[self.ids.actuator_ids] = u.clip_to_joint_limits(target)
-        mujoco.mj_step(self.model, self.data, nstep=u.PHYSICS_SUBSTEPS)
+        problems = u.step_and_check(self.model, self.data, nstep=u.PHYSICS_SUBSTEPS)
+        self._steps += 1
+        unstable = bool(problems)
 
         gripper = self.data.site_xpos[self.ids.gripper_site]
         block = self.data.xpos[self.ids.block_body]
-        grasped = u.is_grasped(self.model, self.data, self.ids)
-        terms, success, distance = u.compute_reward_terms(
-            gripper, block, self._initial_block_pos, self._prev_distance, grasped
-        )
-        self._prev_distance = distance
+        if unstable:  # MuJoCo reset the state: nothing of this step is physics, reward nothing
+            grasped, success = False, False
+            terms = {k: 0.0 for k in u.REWARD_TERMS}
+            warnings.warn(u.SimulationUnstableWarning(
+                f"SO101PickPlaceEnv: simulation unstable at step {self._steps} ({'; '.join(problems)}); MuJoCo "
+                "reset the state, episode truncated (info['sim_unstable'] = True)"), stacklevel=2)
+        else:
+            grasped = u.is_grasped(self.model, self.data, self.ids)
+            terms, success, distance = u.compute_reward_terms(
+                gripper, block, self._initial_block_pos, self._prev_distance, grasped
+            )
+            self._prev_distance = distance
         reward = float(sum(terms.values()))
         info: dict[str, Any] = {f"reward_{k}": v for k, v in terms.items()}
         info["is_success"] = bool(success)
         info["grasped"] = bool(grasped)
         info["block_pos"] = block.copy()
+        info["sim_unstable"] = unstable
         terminated = bool(success and self.terminate_on_success)
-        if not np.all(np.isfinite(self.data.qpos)):
-            raise RuntimeError("MuJoCo state became NaN/inf (simulation diverged); reset the environment")
         if self.render_mode == "human":
             self._sync_viewer()
-        return self._get_obs(), reward, terminated, False, info
+        return self._get_obs(), reward, terminated, unstable, info
 
     def render(self):
         """``rgb_array``: (H, W, 3) uint8 frame from ``render_camera``; ``human``: sync the viewer."""
@@ -213,6 +257,7 @@ class SO101PickPlaceEnv(gym.Env):
 
     def _sync_viewer(self):
         if self._viewer is None:
+            mujoco_rendering.require_display("SO101PickPlaceEnv(render_mode='human')")
             import mujoco.viewer
 
             self._viewer = mujoco.viewer.launch_passive(self.model, self.data)

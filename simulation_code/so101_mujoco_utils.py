@@ -99,6 +99,10 @@ OBS_STATE = "observation.state"
 OBS_ENV_STATE = "observation.environment_state"
 OBS_IMAGE_PREFIX = "observation.images."
 IMAGE_KEYS: tuple[str, ...] = tuple(OBS_IMAGE_PREFIX + k for k in CAMERAS)
+#: Frame-level int64 column of recorded datasets: the env reset seed of the frame's episode. A plain
+#: LeRobot feature (not ``observation.*``, so policies ignore it), so it survives LeRobot's own
+#: dataset tools (delete/split/merge), unlike sidecar files in ``meta/``.
+EPISODE_SEED = "episode_seed"
 #: Default size (height = width, pixels) of camera observations.
 IMAGE_SIZE = 256
 #: Default task string for policies and recordings.
@@ -223,19 +227,40 @@ def home_pose_rad() -> np.ndarray:
     return clip_to_joint_limits(lerobot_to_mujoco(HOME_POSE_LEROBOT))
 
 
-def offsets_from_calibration(path) -> np.ndarray:
-    """Absolute servo degrees of each joint at the LeRobot calibration pose.
+#: Fields of one motor in a LeRobot calibration file (lerobot.motors.motors_bus.MotorCalibration).
+CALIBRATION_FIELDS: tuple[str, ...] = ("id", "drive_mode", "homing_offset", "range_min", "range_max")
+#: Allowed ``range_min`` / ``range_max``, encoder ticks: 0..4095, the STS3215's 12-bit position
+#: (LeRobot lerobot/motors/feetech/tables.py: ``MODEL_RESOLUTION["sts3215"] = 4096``).
+CALIBRATION_TICK_RANGE = (0, SERVO_TICKS_PER_TURN - 1)
+#: ``homing_offset`` lives in the STS3215's sign-magnitude ``Homing_Offset`` register, sign at bit
+#: 11 (LeRobot lerobot/motors/feetech/tables.py: ``STS_SMS_SERIES_ENCODINGS_TABLE["Homing_Offset"]
+#: = 11``); lerobot/motors/encoding_utils.py ``encode_sign_magnitude`` rejects a magnitude above
+#: ``(1 << 11) - 1``, so the allowed range is -2047..2047 ticks.
+HOMING_OFFSET_SIGN_BIT = 11
+HOMING_OFFSET_RANGE = (-((1 << HOMING_OFFSET_SIGN_BIT) - 1), (1 << HOMING_OFFSET_SIGN_BIT) - 1)
 
-    Reads a LeRobot calibration JSON (``~/.cache/huggingface/lerobot/calibration/robots/
-    so_follower/<id>.json``: per motor ``id, drive_mode, homing_offset, range_min, range_max``)
-    and returns ``(SERVO_CENTER_TICK + homing_offset) * 360 / SERVO_TICKS_PER_TURN`` per joint,
-    shape (6,), degrees, in :data:`JOINT_NAMES` order. These are the per-robot values of
-    :data:`MUJOCO_TO_PHYSICAL_OFFSET` (reference 000: shoulder_lift homing_offset -766 -> 112.7).
 
+def load_calibration(path) -> dict[str, dict[str, int]]:
+    """Read and validate a LeRobot calibration JSON for the six SO-101 joints.
+
+    The file (``~/.cache/huggingface/lerobot/calibration/robots/so_follower/<id>.json`` or
+    ``.../teleoperators/so_leader/<id>.json``, as ``lerobot-calibrate`` writes it) maps each joint
+    of :data:`JOINT_NAMES` to ``{id, drive_mode, homing_offset, range_min, range_max}``, all
+    integers in servo ticks. Checked: every joint and every field present, integers (not bool or
+    float), ``drive_mode`` 0 or 1, ``homing_offset`` in :data:`HOMING_OFFSET_RANGE` (-2047..2047),
+    ``range_min``/``range_max`` in :data:`CALIBRATION_TICK_RANGE` (0..4095) and
+    ``range_min < range_max`` (LeRobot's ``MotorsBus._normalize`` divides by their difference).
+    Extra joints in the file are ignored. Used by :func:`offsets_from_calibration` and by
+    ``teleop_physical_arm.make_leader`` before the file reaches LeRobot.
+
+    Returns:
+        ``{joint: {field: int}}`` for the joints of :data:`JOINT_NAMES` (the file's values).
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not JSON, a joint missing, or a joint without an integer ``homing_offset``;
-            the message names the joint and the expected layout.
+        ValueError: one message naming the file and the first problem: not JSON (with the parser's
+            line/column), not an object, ``no entry for joint 'J'``, or
+            ``joint 'J', field 'F' ...`` (missing, not an integer, or the value given and the
+            allowed range).
     """
     path = Path(path)
     if not path.is_file():
@@ -245,25 +270,60 @@ def offsets_from_calibration(path) -> np.ndarray:
         )
     try:
         calib = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"Calibration file {path} is not valid JSON ({e}); re-run lerobot-calibrate.") from e
     if not isinstance(calib, dict):
         raise ValueError(f"Calibration file {path} must be a JSON object keyed by joint name.")
-    out = []
+    layout = "{joint: {" + ", ".join(CALIBRATION_FIELDS) + "}}"
     for name in JOINT_NAMES:
-        entry = calib.get(name)
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"Calibration file {path} has no entry for joint '{name}' (found: {sorted(calib)}). "
-                "Expected LeRobot's layout: {joint: {id, drive_mode, homing_offset, range_min, range_max}}."
-            )
-        offset = entry.get("homing_offset")
-        if not isinstance(offset, int) or isinstance(offset, bool):
-            raise ValueError(
-                f"Calibration file {path}: joint '{name}' needs an integer 'homing_offset' (got {offset!r})."
-            )
-        out.append((SERVO_CENTER_TICK + offset) * 360.0 / SERVO_TICKS_PER_TURN)
-    return np.array(out)
+        if not isinstance(calib.get(name), dict):
+            raise ValueError(f"Calibration file {path} has no entry for joint '{name}' (found: {sorted(calib)}). "
+                             f"Expected LeRobot's layout: {layout}.")
+    out = {}
+    for name in JOINT_NAMES:
+        entry = calib[name]
+
+        def bad(field: str, problem: str) -> ValueError:
+            return ValueError(f"Calibration file {path}: joint '{name}', field '{field}' {problem}; "
+                              "re-run lerobot-calibrate.")
+
+        for field in CALIBRATION_FIELDS:
+            if field not in entry:
+                raise bad(field, f"is missing (expected LeRobot's layout: {layout})")
+            value = entry[field]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad(field, f"must be an integer (servo ticks), got {value!r}")
+        lo, hi = HOMING_OFFSET_RANGE
+        if not lo <= entry["homing_offset"] <= hi:
+            raise bad("homing_offset", f"= {entry['homing_offset']} is outside {lo}..{hi} (the STS3215's "
+                      f"sign-magnitude register: {HOMING_OFFSET_SIGN_BIT}-bit magnitude)")
+        lo, hi = CALIBRATION_TICK_RANGE
+        for field in ("range_min", "range_max"):
+            if not lo <= entry[field] <= hi:
+                raise bad(field, f"= {entry[field]} is outside {lo}..{hi} (12-bit encoder ticks)")
+        if entry["range_min"] >= entry["range_max"]:
+            raise bad("range_min", f"= {entry['range_min']} must be below range_max = {entry['range_max']}")
+        if entry["drive_mode"] not in (0, 1):
+            raise bad("drive_mode", f"= {entry['drive_mode']} must be 0 or 1")
+        out[name] = {field: int(entry[field]) for field in CALIBRATION_FIELDS}
+    return out
+
+
+def offsets_from_calibration(path) -> np.ndarray:
+    """Absolute servo degrees of each joint at the LeRobot calibration pose.
+
+    Reads a LeRobot calibration JSON with :func:`load_calibration` (which validates it) and
+    returns ``(SERVO_CENTER_TICK + homing_offset) * 360 / SERVO_TICKS_PER_TURN`` per joint,
+    shape (6,), degrees, in :data:`JOINT_NAMES` order. These are the per-robot values of
+    :data:`MUJOCO_TO_PHYSICAL_OFFSET` (reference 000: shoulder_lift homing_offset -766 -> 112.7).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: see :func:`load_calibration` (the message names the joint and the field).
+    """
+    calib = load_calibration(path)
+    return np.array([(SERVO_CENTER_TICK + calib[name]["homing_offset"]) * 360.0 / SERVO_TICKS_PER_TURN
+                     for name in JOINT_NAMES])
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +609,52 @@ def sample_block_position(rng: np.random.Generator, distance_range=BLOCK_DISTANC
     return np.array([-dist * np.sin(ang), dist * np.cos(ang), BLOCK_HALF_SIZE])
 
 
+#: Slack of :func:`check_block_position`, metres (height, distance, and sideways at the angle
+#: limits): a block centre read back after a reset (settled on its contacts, ~0.1 mm lower and
+#: ~1e-8 m off) passes again, as RepeatBlockWrapper needs.
+BLOCK_POS_TOLERANCE = 0.002
+
+
+def check_block_position(block_pos) -> np.ndarray:
+    """Validate an explicit block centre (``reset(options={"block_pos": ...})``); return it as a
+    (3,) float64 array, world frame, metres.
+
+    Allowed is the env's spawn region, the one :func:`sample_block_position` draws from: resting
+    on the table (z = :data:`BLOCK_HALF_SIZE`), distance from the base in
+    :data:`BLOCK_DISTANCE_RANGE` and angle from +y in :data:`BLOCK_ANGLE_RANGE_DEG`, each with
+    :data:`BLOCK_POS_TOLERANCE` m of slack. A block under the table would be shot out of it by
+    the contact solver (to ~2 m), one in the air would fall, one outside the region is outside
+    the task's workspace.
+
+    Raises:
+        ValueError: not 3 finite numbers, not on the table, or outside the workspace; the message
+            gives the value and the allowed range.
+    """
+    try:
+        pos = np.asarray(block_pos, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"block_pos must be 3 numbers (x, y, z; world frame, m), got {block_pos!r}") from e
+    if pos.shape != (3,) or not np.all(np.isfinite(pos)):
+        raise ValueError(f"block_pos must be 3 finite numbers (x, y, z; world frame, m), got {block_pos!r}")
+    tol = BLOCK_POS_TOLERANCE
+    where = f"block_pos {np.round(pos, 4).tolist()} (m)"
+    if abs(pos[2] - BLOCK_HALF_SIZE) > tol:
+        side = "under" if pos[2] < BLOCK_HALF_SIZE else "above"
+        raise ValueError(f"{where} is {side} the table: z = {pos[2]:.4f} m, but the block rests on the table at "
+                         f"z = {BLOCK_HALF_SIZE} m (its half size; +-{tol} m allowed)")
+    dist, ang = block_polar(pos)
+    d_lo, d_hi = BLOCK_DISTANCE_RANGE
+    if not d_lo - tol <= dist <= d_hi + tol:
+        raise ValueError(f"{where} is outside the workspace: distance from the base {dist:.4f} m, allowed "
+                         f"{d_lo}..{d_hi} m (BLOCK_DISTANCE_RANGE, +-{tol} m)")
+    a_lo, a_hi = BLOCK_ANGLE_RANGE_DEG
+    excess = max(a_lo - ang, ang - a_hi, 0.0)
+    if np.radians(excess) * dist > tol:
+        raise ValueError(f"{where} is outside the workspace: angle from +y {ang:.1f} deg, allowed {a_lo}..{a_hi} "
+                         f"deg (BLOCK_ANGLE_RANGE_DEG)")
+    return pos
+
+
 def block_polar(block_pos) -> tuple[float, float]:
     """(distance from the base in m, angle from +y in degrees) of a block centre (3,) or (2,),
     world frame: the inverse of :func:`sample_block_position`'s placement."""
@@ -592,6 +698,65 @@ def reset_scene(model: mujoco.MjModel, data: mujoco.MjData, ids: SceneIds, block
     mujoco.mj_forward(model, data)
     for _ in range(SETTLE_STEPS):
         mujoco.mj_step(model, data, nstep=PHYSICS_SUBSTEPS)
+
+
+#: MuJoCo warnings that mean the simulation diverged. On each, MuJoCo resets ``mjData`` itself
+#: (``mj_resetData``: arm at zero, block at its XML home, time 0; BADCTRL zeroes the controls)
+#: and carries on, so without a check the episode continues from a teleported state.
+SIM_INSTABILITY_WARNINGS: tuple[str, ...] = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "mjWARN_BADCTRL")
+
+
+#: How MuJoCo's BADQPOS/BADQVEL/BADQACC/BADCTRL messages start ("... in QVEL at DOF 6. The
+#: simulation is unstable.", MuJoCo 3.17).
+_MUJOCO_BAD_VALUE = "Nan, Inf or huge value"
+
+
+class SimulationUnstableWarning(RuntimeWarning):
+    """The physics diverged during an env step (see :func:`step_and_check`); the env truncates the
+    episode and sets ``info["sim_unstable"] = True``."""
+
+
+def step_and_check(model: mujoco.MjModel, data: mujoco.MjData, nstep: int = PHYSICS_SUBSTEPS) -> list[str]:
+    """``mj_step`` ``nstep`` times and report whether the simulation diverged meanwhile.
+
+    Zeroes the counters of :data:`SIM_INSTABILITY_WARNINGS` in ``data.warning``, steps, runs
+    ``mj_checkPos`` / ``mj_checkVel`` on the final state (a NaN or > 1e10 value from the last
+    substep would otherwise only be caught on the next step) and reads the counters back. Counters
+    are zeroed first, not compared, because MuJoCo's reset clears them before counting, so a second
+    divergence leaves them unchanged. ``data.time`` going backwards (MuJoCo reset the state) also
+    counts. MuJoCo's own messages are captured instead of printed to stdout/MUJOCO_LOG.TXT: those
+    of an instability are returned, any other is re-emitted as a Python warning.
+
+    Returns:
+        [] when stable; otherwise one string per problem, e.g. ``"mjWARN_BADQVEL x1 (Nan, Inf or
+        huge value in QVEL at DOF 6. ...)"``. After a divergence ``data`` holds MuJoCo's reset
+        state (forward kinematics recomputed).
+    """
+    codes = [(name, int(getattr(mujoco.mjtWarning, name))) for name in SIM_INSTABILITY_WARNINGS]
+    for _, i in codes:
+        data.warning[i].number = 0
+    t0 = data.time
+    messages: list[str] = []
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(messages.append)
+    try:
+        mujoco.mj_step(model, data, nstep=nstep)
+        mujoco.mj_checkPos(model, data)
+        mujoco.mj_checkVel(model, data)
+    finally:
+        mujoco.set_mju_user_warning(previous)
+    bad_value = [" ".join(m.split()) for m in messages if _MUJOCO_BAD_VALUE in m]  # one line each
+    for m in messages:
+        if _MUJOCO_BAD_VALUE not in m:
+            warnings.warn(f"MuJoCo: {m}", stacklevel=2)
+    problems = [f"{name} x{data.warning[i].number}" for name, i in codes if data.warning[i].number]
+    if not problems and data.time < t0 + (nstep - 0.5) * model.opt.timestep:
+        problems.append(f"MuJoCo reset the state (time {t0:.3f} s -> {data.time:.3f} s)")
+    if problems:
+        if bad_value:
+            problems[0] += f": {' '.join(bad_value)}"
+        mujoco.mj_forward(model, data)
+    return problems
 
 
 def make_scene(block_pos=BLOCK_DEFAULT_POS) -> tuple[mujoco.MjModel, mujoco.MjData, SceneIds]:

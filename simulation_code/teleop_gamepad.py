@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+import cli_args
 import mujoco_rendering
 import so101_mujoco_utils as u
 import teleop_common as tc
@@ -265,8 +266,8 @@ class GamepadTeleop:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layout", default="auto", choices=("auto", *LAYOUTS), help="button/axis numbering")
-    parser.add_argument("--dead-zone", type=float, default=DEFAULT_DEAD_ZONE, help="stick dead zone (0..1)")
-    parser.add_argument("--index", type=int, default=0, help="which controller (see the list printed first)")
+    parser.add_argument("--dead-zone", type=cli_args.float_range(0.0, 1.0), default=DEFAULT_DEAD_ZONE, help="stick dead zone (0..1)")
+    parser.add_argument("--index", type=cli_args.nonneg_int, default=0, help="which controller (see the list printed first)")
     parser.add_argument("--list", action="store_true", help="only list the detected controllers")
     return parser.parse_args(argv)
 

@@ -35,6 +35,7 @@ import threading
 
 import numpy as np
 
+import cli_args
 import mujoco_rendering
 import so101_mujoco_utils as u
 import teleop_common as tc
@@ -189,7 +190,7 @@ def no_display_error() -> tc.TeleopUnavailable:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hz", type=float, default=u.CONTROL_HZ, help="print rate (default: the 10 Hz control rate)")
+    parser.add_argument("--hz", type=cli_args.positive_float, default=u.CONTROL_HZ, help="print rate (default: the 10 Hz control rate)")
     return parser.parse_args(argv)
 
 

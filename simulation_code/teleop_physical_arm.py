@@ -64,9 +64,25 @@ def make_leader(port: str, leader_id: str = DEFAULT_LEADER_ID, calibration_dir: 
             ``COM3``).
         leader_id: calibration id (the file is ``<calibration_dir>/<id>.json``).
         calibration_dir: None = LeRobot's default directory.
+
+    An existing calibration file is validated with ``so101_mujoco_utils.load_calibration`` (the
+    same check as ``offsets_from_calibration``) before LeRobot reads it; a missing file is left to
+    LeRobot (it calibrates interactively on connect).
+
+    Raises:
+        TeleopUnavailable: the calibration file is invalid; the message names the file, the joint
+            and the field (e.g. a ``homing_offset`` outside -2047..2047, ``range_min > range_max``).
     """
     from lerobot.teleoperators.so_leader import SO101Leader, SO101LeaderConfig
+    from lerobot.utils.constants import HF_LEROBOT_CALIBRATION, TELEOPERATORS
 
+    folder = Path(calibration_dir) if calibration_dir else HF_LEROBOT_CALIBRATION / TELEOPERATORS / SO101Leader.name
+    path = folder / f"{leader_id}.json"
+    if path.is_file():  # LeRobot's Teleoperator.__init__ loads this same path
+        try:
+            u.load_calibration(path)
+        except ValueError as e:
+            raise tc.TeleopUnavailable(f"{e} (or delete the file to calibrate again on connect)") from e
     cfg = SO101LeaderConfig(port=port, id=leader_id, use_degrees=True,
                             calibration_dir=Path(calibration_dir) if calibration_dir else None)
     return SO101Leader(cfg)
@@ -159,8 +175,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     viewer = not args.no_viewer and mujoco_rendering.has_display()
-    teleop = PhysicalArmTeleop(make_leader(args.port, args.id, args.calibration_dir))
     try:
+        teleop = PhysicalArmTeleop(make_leader(args.port, args.id, args.calibration_dir))
         teleop.connect()
     except tc.TeleopUnavailable as e:
         print(f"error: {e}", file=sys.stderr)

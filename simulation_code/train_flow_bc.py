@@ -29,35 +29,39 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import cli_args
 import flow_policy as fp
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", type=Path, help="LeRobotDataset v3 folder recorded by record_dataset.py")
-    src.add_argument("--scripted-episodes", type=int, help="generate this many demonstrations in memory instead")
+    src.add_argument("--dataset", type=cli_args.lerobot_dataset_dir, help="LeRobotDataset v3 folder recorded by record_dataset.py")
+    src.add_argument("--scripted-episodes", type=cli_args.positive_int, help="generate this many demonstrations in memory instead")
     p.add_argument("--demo-seed", type=int, default=100_000, help="first seed of in-memory demonstrations")
-    p.add_argument("--max-demo-episodes", type=int, default=None, help="use only the first N episodes of the data")
-    p.add_argument("--checkpoint", type=Path, default=Path("checkpoints/flow_bc.pt"), help="output checkpoint")
-    p.add_argument("--steps", type=int, default=3000, help="gradient steps")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--max-demo-episodes", type=cli_args.positive_int, default=None, help="use only the first N episodes of the data")
+    p.add_argument("--checkpoint", type=cli_args.output_path, default=Path("checkpoints/flow_bc.pt"), help="output checkpoint")
+    p.add_argument("--steps", type=cli_args.positive_int, default=3000, help="gradient steps")
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=256)
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=cli_args.nonneg_float, default=1e-6)
     p.add_argument("--seed", type=int, default=0, help="torch seed (init, batches, flow noise)")
-    p.add_argument("--chunk-size", type=int, default=fp.FlowPolicyConfig.chunk_size)
-    p.add_argument("--n-action-steps", type=int, default=fp.FlowPolicyConfig.n_action_steps)
-    p.add_argument("--hidden-dim", type=int, default=fp.FlowPolicyConfig.hidden_dim)
-    p.add_argument("--depth", type=int, default=fp.FlowPolicyConfig.depth)
-    p.add_argument("--num-denoise-steps", type=int, default=fp.FlowPolicyConfig.num_denoise_steps, help="K at inference")
+    p.add_argument("--chunk-size", type=cli_args.positive_int, default=fp.FlowPolicyConfig.chunk_size)
+    p.add_argument("--n-action-steps", type=cli_args.positive_int, default=fp.FlowPolicyConfig.n_action_steps)
+    p.add_argument("--hidden-dim", type=cli_args.positive_int, default=fp.FlowPolicyConfig.hidden_dim)
+    p.add_argument("--depth", type=cli_args.positive_int, default=fp.FlowPolicyConfig.depth)
+    p.add_argument("--num-denoise-steps", type=cli_args.positive_int, default=fp.FlowPolicyConfig.num_denoise_steps, help="K at inference")
     p.add_argument("--action-mode", default="delta", choices=("delta", "absolute"))
-    p.add_argument("--init-noise-scale", type=float, default=fp.FlowPolicyConfig.init_noise_scale,
+    p.add_argument("--init-noise-scale", type=cli_args.nonneg_float, default=fp.FlowPolicyConfig.init_noise_scale,
                    help="std of the sampler's start noise at inference (0 = deterministic sampler from x=0)")
-    p.add_argument("--eval-episodes", type=int, default=0, help="evaluate on this many seeded episodes after training")
+    p.add_argument("--eval-episodes", type=cli_args.nonneg_int, default=0, help="evaluate on this many seeded episodes after training")
     p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
-    p.add_argument("--env-id", default="SO101PickPlace-v0")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core CPU)")
-    return p.parse_args(argv)
+    p.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0")
+    p.add_argument("--threads", type=cli_args.positive_int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core CPU)")
+    args = p.parse_args(argv)
+    if args.n_action_steps > args.chunk_size:
+        p.error(f"argument --n-action-steps: must be <= --chunk-size {args.chunk_size} (got {args.n_action_steps})")
+    return args
 
 
 def load_data(args) -> dict[str, np.ndarray]:

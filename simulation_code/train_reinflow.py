@@ -9,8 +9,8 @@ Copy-paste (from simulation_code/), the small flow policy on a CPU:
     python train_reinflow.py --model-type flow --resume ../outputs/reinflow/flow_reinflow.pt --iterations 80 \
         --parallel-envs 2 --no-render --headless --checkpoint ../outputs/reinflow/flow_reinflow.pt
 
-One iteration = every env of a Gymnasium ``AsyncVectorEnv`` (one process per env, ``--parallel-envs``)
-is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout-steps`` times;
+One iteration = every env of a parallel_envs.RobustVectorEnv (one process per env, ``--parallel-envs``;
+a worker that dies, raises, hangs or returns NaN is restarted and its episode discarded) is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout-steps`` times;
 each policy decision samples a K-step noisy chain (reinflow_smolvla.sample_chain), executes the
 first ``n_action_steps`` actions of the chunk and stores the chain; then GAE over decisions (or,
 with ``--advantage group``, episode returns minus the mean of their group of episodes from the same
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import random
 import sys
 import time
@@ -53,9 +54,9 @@ import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode
 from tqdm import tqdm
 
+import cli_args
 import envs  # noqa: F401  (registers the env ids)
 import flow_policy as fp
 import parallel_envs
@@ -76,44 +77,50 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_argument_group("policy and run")
     g.add_argument("--model-type", default="smolvla", choices=MODEL_TYPES, help="policy type (default %(default)s)")
     g.add_argument("--policy-path", default=None, help="base policy: hub id / local dir (VLAs) or BC checkpoint (flow)")
-    g.add_argument("--init-checkpoint", default=None, help="BC checkpoint to start from (flow: same as --policy-path)")
-    g.add_argument("--resume", default=None, help="ReinFlow checkpoint to continue exactly (model, optimizers, RNG, history)")
-    g.add_argument("--checkpoint", type=Path, default=Path("reinflow_checkpoint.pt"), help="checkpoint to write")
-    g.add_argument("--iterations", type=int, default=None, help="stop after this many PPO iterations (total, incl. resumed)")
-    g.add_argument("--episodes", type=int, default=None, help="alternatively stop after this many training episodes (total)")
+    g.add_argument("--init-checkpoint", default=None,
+                   help="BC checkpoint to start from (flow: same as --policy-path; a ReinFlow checkpoint is refused: "
+                        "continue its run with --resume)")
+    g.add_argument("--resume", default=None,
+                   help="ReinFlow checkpoint of the same --model-type to continue exactly (model, optimizers, RNG, "
+                        "history); a BC checkpoint is refused: start from it with --init-checkpoint")
+    g.add_argument("--checkpoint", type=cli_args.output_path, default=Path("reinflow_checkpoint.pt"), help="checkpoint to write")
+    g.add_argument("--iterations", type=cli_args.positive_int, default=None, help="stop after this many PPO iterations (total, incl. resumed)")
+    g.add_argument("--episodes", type=cli_args.positive_int, default=None, help="alternatively stop after this many training episodes (total)")
     g.add_argument("--seed", type=int, default=0, help="seeds env resets, sampling noise, minibatches")
-    g.add_argument("--parallel-envs", type=int, default=2, help="envs in a gymnasium AsyncVectorEnv (1 = SyncVectorEnv)")
-    g.add_argument("--rollout-steps", type=int, default=300, help="env steps per env per iteration")
-    g.add_argument("--env-id", default="SO101PickPlace-v0")
-    g.add_argument("--max-episode-steps", type=int, default=None, help="override the registration's episode length")
-    g.add_argument("--save-every", type=int, default=5, help="checkpoint every N iterations (and at the end)")
+    g.add_argument("--parallel-envs", type=cli_args.positive_int, default=2,
+                   help="env worker processes (parallel_envs.RobustVectorEnv: a failed worker is restarted); refused "
+                        "when they would not fit in the available memory (about 1 GB each, cli_args.WORKER_MEMORY_MB)")
+    g.add_argument("--rollout-steps", type=cli_args.positive_int, default=300, help="env steps per env per iteration")
+    g.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0")
+    g.add_argument("--max-episode-steps", type=cli_args.positive_int, default=None, help="override the registration's episode length")
+    g.add_argument("--save-every", type=cli_args.positive_int, default=5, help="checkpoint every N iterations (and at the end)")
     g.add_argument("--no-render", action="store_true", help="no evaluation video")
     g.add_argument("--headless", action="store_true", help="accepted for compatibility: training never opens a viewer")
-    g.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    g.add_argument("--threads", type=cli_args.positive_int, default=1, help="torch CPU threads")
     g.add_argument("--device", default="cpu")
     a = p.add_argument_group("algorithm (ReinFlow + PPO)")
-    a.add_argument("--denoise-steps", "-K", type=int, default=d.num_steps, help="K denoising steps (1-10)")
-    a.add_argument("--sigma-min", type=float, default=d.sigma_min)
-    a.add_argument("--sigma-max", type=float, default=d.sigma_max)
-    a.add_argument("--sigma-max-final", type=float, default=None, help="decay sigma_max linearly to this value")
-    a.add_argument("--sigma-decay-iters", type=int, default=d.sigma_decay_iters)
-    a.add_argument("--clip", type=float, default=d.clip, help="PPO ratio clip (0.1-0.2 small policy, ~0.01 VLAs)")
-    a.add_argument("--gamma", type=float, default=d.gamma, help="discount per decision (one executed chunk)")
-    a.add_argument("--gae-lambda", type=float, default=d.gae_lambda)
-    a.add_argument("--policy-lr", type=float, default=d.policy_lr)
-    a.add_argument("--noise-lr", type=float, default=d.noise_lr)
-    a.add_argument("--critic-lr", type=float, default=d.critic_lr)
-    a.add_argument("--epochs", type=int, default=d.epochs, help="PPO epochs per iteration")
-    a.add_argument("--batch-size", type=int, default=d.batch_size, help="PPO minibatch size (decisions)")
-    a.add_argument("--grad-accum", type=int, default=d.grad_accum, help="minibatches per optimizer step")
-    a.add_argument("--ent-coef", type=float, default=d.ent_coef)
-    a.add_argument("--bc-coef", type=float, default=d.bc_coef, help="BC regulariser weight toward the pretrained policy")
-    a.add_argument("--vf-coef", type=float, default=d.vf_coef)
-    a.add_argument("--target-kl", type=float, default=d.target_kl, help="early-stop KL (<= 0 disables)")
-    a.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm)
-    a.add_argument("--critic-warmup-iters", type=int, default=d.critic_warmup_iters)
-    a.add_argument("--reward-scale", type=float, default=d.reward_scale, help="reward multiplier before GAE")
-    a.add_argument("--reward-clip", type=float, default=d.reward_clip,
+    a.add_argument("--denoise-steps", "-K", type=cli_args.int_range(1, 10), default=d.num_steps, help="K denoising steps (1-10)")
+    a.add_argument("--sigma-min", type=cli_args.positive_float, default=d.sigma_min)
+    a.add_argument("--sigma-max", type=cli_args.positive_float, default=d.sigma_max)
+    a.add_argument("--sigma-max-final", type=cli_args.positive_float, default=None, help="decay sigma_max linearly to this value")
+    a.add_argument("--sigma-decay-iters", type=cli_args.positive_int, default=d.sigma_decay_iters)
+    a.add_argument("--clip", type=cli_args.positive_float, default=d.clip, help="PPO ratio clip (0.1-0.2 small policy, ~0.01 VLAs)")
+    a.add_argument("--gamma", type=cli_args.float_range(0.0, 1.0), default=d.gamma, help="discount per decision (one executed chunk)")
+    a.add_argument("--gae-lambda", type=cli_args.float_range(0.0, 1.0), default=d.gae_lambda)
+    a.add_argument("--policy-lr", type=cli_args.nonneg_float, default=d.policy_lr)
+    a.add_argument("--noise-lr", type=cli_args.nonneg_float, default=d.noise_lr)
+    a.add_argument("--critic-lr", type=cli_args.nonneg_float, default=d.critic_lr)
+    a.add_argument("--epochs", type=cli_args.positive_int, default=d.epochs, help="PPO epochs per iteration")
+    a.add_argument("--batch-size", type=cli_args.positive_int, default=d.batch_size, help="PPO minibatch size (decisions)")
+    a.add_argument("--grad-accum", type=cli_args.positive_int, default=d.grad_accum, help="minibatches per optimizer step")
+    a.add_argument("--ent-coef", type=cli_args.float_range(), default=d.ent_coef)
+    a.add_argument("--bc-coef", type=cli_args.nonneg_float, default=d.bc_coef, help="BC regulariser weight toward the pretrained policy")
+    a.add_argument("--vf-coef", type=cli_args.nonneg_float, default=d.vf_coef)
+    a.add_argument("--target-kl", type=cli_args.float_range(), default=d.target_kl, help="early-stop KL (<= 0 disables)")
+    a.add_argument("--max-grad-norm", type=cli_args.positive_float, default=d.max_grad_norm)
+    a.add_argument("--critic-warmup-iters", type=cli_args.nonneg_int, default=d.critic_warmup_iters)
+    a.add_argument("--reward-scale", type=cli_args.float_range(), default=d.reward_scale, help="reward multiplier before GAE")
+    a.add_argument("--reward-clip", type=cli_args.float_range(), default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
     a.add_argument("--reward-terms", default="all",
                    help="comma-separated env reward terms that make the training reward (so101_mujoco_utils.REWARD_TERMS), "
@@ -126,28 +133,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     a.add_argument("--block-curriculum", action="store_true",
                    help="flow: draw training block positions by bin, more often where the training success is lower "
                         "(so101_gym_env.BlockCurriculum); evaluation stays uniform")
-    a.add_argument("--curriculum-bins", type=int, nargs=2, default=(4, 3), metavar=("N_DIST", "N_ANGLE"),
+    a.add_argument("--curriculum-bins", type=cli_args.positive_int, nargs=2, default=(4, 3), metavar=("N_DIST", "N_ANGLE"),
                    help="distance x angle bins of the block curriculum (default 4 3)")
     a.add_argument("--curriculum-uniform", type=float, default=0.3,
                    help="share of training episodes still drawn uniformly over the bins (default %(default)s)")
     a.add_argument("--curriculum-decay", type=float, default=0.5,
                    help="weight of older iterations in the per-bin success statistics (default %(default)s)")
-    a.add_argument("--critic-extra-epochs", type=int, default=d.critic_extra_epochs,
+    a.add_argument("--critic-extra-epochs", type=cli_args.nonneg_int, default=d.critic_extra_epochs,
                    help="critic-only epochs per iteration after the PPO epochs")
-    a.add_argument("--critic-batch-size", type=int, default=d.critic_batch_size, help="minibatch of those epochs")
-    a.add_argument("--init-noise-scale", type=float, default=None,
+    a.add_argument("--critic-batch-size", type=cli_args.positive_int, default=d.critic_batch_size, help="minibatch of those epochs")
+    a.add_argument("--init-noise-scale", type=cli_args.nonneg_float, default=None,
                    help="std s of the chain start x_0 ~ N(0, s^2 I); 0 = start at 0 so that all exploration is the "
                         "learnable noise (default: the base policy's own, 1 for the VLAs)")
     e = p.add_argument_group("evaluation and logging")
-    e.add_argument("--eval-every", type=int, default=5, help="evaluate every N iterations (0 = never)")
-    e.add_argument("--eval-episodes", type=int, default=20)
+    e.add_argument("--eval-every", type=cli_args.nonneg_int, default=5, help="evaluate every N iterations (0 = never)")
+    e.add_argument("--eval-episodes", type=cli_args.nonneg_int, default=20, help="0 = no evaluation")
     e.add_argument("--eval-seed", type=int, default=0, help="first seed of the fixed evaluation episodes")
     e.add_argument("--eval-at-start", action="store_true", help="also evaluate before the first iteration")
     e.add_argument("--keep-best", action="store_true",
                    help="also keep the checkpoint with the best evaluation success so far as CHECKPOINT_best.pt "
                         "(model selection on the --eval-seed episodes: keep them disjoint from your test seeds)")
-    e.add_argument("--log-csv", type=Path, default=None, help="CSV of per-iteration statistics (default: next to the checkpoint)")
-    e.add_argument("--tensorboard", type=Path, default=None, help="TensorBoard log dir (needs the tensorboard package)")
+    e.add_argument("--log-csv", type=cli_args.output_path, default=None, help="CSV of per-iteration statistics (default: next to the checkpoint)")
+    e.add_argument("--tensorboard", type=cli_args.output_path, default=None, help="TensorBoard log dir (needs the tensorboard package)")
     e.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs wandb)")
     e.add_argument("--wandb-project", default="so101-reinflow")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -155,6 +162,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.iterations is None and args.episodes is None:
         args.iterations = 100
+    problem = cli_args.policy_path_problem(args.init_checkpoint or args.policy_path, args.model_type,
+                                           "--init-checkpoint" if args.init_checkpoint else "--policy-path")
+    if problem is None and args.resume is not None:  # a ReinFlow checkpoint file, whatever the model type
+        problem = cli_args.policy_path_problem(args.resume, "flow", "--resume")
+    problem = problem or cli_args.parallel_envs_problem(args.parallel_envs, "state" if args.model_type == "flow" else "images",
+                                                        processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if problem:
+        p.error(problem)
+    cli_args.warn_if_more_workers_than_cpus(args.parallel_envs)
     if args.group_size < 2:
         p.error(f"--group-size must be >= 2 (a group baseline needs two episodes), got {args.group_size}")
     if args.block_curriculum and args.model_type != "flow":
@@ -191,6 +207,8 @@ def load_base_policy(args, ckpt: dict | None):
 
     Raises:
         SystemExit: missing path, or a VLA type whose adapter cannot run here (with the reason).
+        flow_policy.CheckpointError: the flow ``--init-checkpoint`` / ``--policy-path`` is not a flow
+            BC checkpoint (e.g. a ReinFlow one: continue that with --resume), or is unsafe/corrupt.
     """
     if args.model_type == "flow":
         if ckpt is not None:
@@ -199,7 +217,10 @@ def load_base_policy(args, ckpt: dict | None):
         if path is None:
             raise SystemExit("--model-type flow needs --init-checkpoint (or --policy-path) = a BC checkpoint from "
                              "train_flow_bc.py, or --resume")
-        return fp.FlowPolicy.from_checkpoint(fp.load_checkpoint(path), device=args.device)
+        bc = fp.load_checkpoint(path, kind="bc", model_type="flow",
+                                hint=f"--init-checkpoint / --policy-path start a ReinFlow run from a BC checkpoint; "
+                                     f"to continue a ReinFlow run pass it as --resume {path}")
+        return fp.FlowPolicy.from_checkpoint(bc, device=args.device)
     return rv.load_training_policy(args, ckpt)  # SmolVLA / Pi0 through their adapters (reinflow_vla.py)
 
 
@@ -219,14 +240,13 @@ def make_env_fn(args, training: bool = True):
 
 
 def make_vector_env(args, rank: int = 0):
-    """``--parallel-envs`` envs; same-step autoreset (``final_obs`` / ``final_info`` in infos).
-    VLAs: image envs whose workers are restarted on failure (parallel_envs.RobustVectorEnv)."""
-    if args.model_type != "flow":
-        return rv.make_vector_env(args, rank)
-    fns = [make_env_fn(args)] * args.parallel_envs
-    if args.parallel_envs == 1:
-        return gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
-    return gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+    """``--parallel-envs`` env processes with same-step autoreset (``final_obs`` / ``final_info`` in
+    infos) whose workers are restarted on failure (parallel_envs.RobustVectorEnv), for every model
+    type: the flow policy's state envs, the VLAs' image envs. A worker that dies, raises, hangs
+    or returns NaN is restarted and its unfinished episode discarded (``infos["discarded"]``).
+    For the flow policy this gives bit-identical results to the ``AsyncVectorEnv`` /
+    ``SyncVectorEnv`` used before (same Gymnasium worker function, same seeds)."""
+    return rv.make_vector_env(args, rank, env_fn=make_env_fn(args) if args.model_type == "flow" else None)
 
 
 def portable_source(source) -> str:
@@ -338,10 +358,15 @@ def main(argv=None) -> int:
     np.random.seed(args.seed % (2**32))
     random.seed(args.seed)
 
-    ckpt = fp.load_checkpoint(args.resume) if args.resume else None
-    if ckpt is not None and ckpt.get("model_type") != args.model_type:
-        raise SystemExit(f"--resume {args.resume} holds model_type {ckpt.get('model_type')!r}, not {args.model_type!r}")
-    policy = load_base_policy(args, ckpt)
+    try:  # a refused checkpoint (unsafe, corrupt, wrong kind or model type): one line, status 2
+        ckpt = fp.load_checkpoint(args.resume, kind="reinflow", model_type=args.model_type,
+                                  hint=f"--resume continues a train_reinflow.py run of the same --model-type; to start "
+                                       f"one from a BC checkpoint pass it as --init-checkpoint {args.resume}"
+                                  ) if args.resume else None
+        policy = load_base_policy(args, ckpt)
+    except fp.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if ckpt is not None and ckpt.get("reinflow_config"):
         cfg = ReinFlowConfig(**{f.name: ckpt["reinflow_config"][f.name] for f in fields(ReinFlowConfig)
                                 if f.name in ckpt["reinflow_config"]})
@@ -416,7 +441,8 @@ def main(argv=None) -> int:
     def run_eval(iteration: int) -> dict:
         eps = evaluate(agent, eval_env_fn, eval_seeds)
         return {"eval_success": float(np.mean([e["success"] for e in eps])),
-                "eval_return": float(np.mean([e["return"] for e in eps])), "eval_iteration": iteration}
+                "eval_return": float(np.mean([e["return"] for e in eps])), "eval_iteration": iteration,
+                "eval_unstable": sum(bool(e.get("sim_unstable")) for e in eps)}  # diverged episodes (history)
 
     def save(iteration: int, path: Path | None = None) -> None:
         if not is_main:

@@ -39,5 +39,6 @@ def test_tiny_vla_predictions_on_recorded_frames(tiny_dirs, small_dataset, tmp_p
 
 
 def test_not_a_dataset_is_a_clear_error(tmp_path, capsys):
-    rc = analyze_predictions.main(["--model-type", "flow", "--policy-path", "x.pt", "--dataset", str(tmp_path)])
-    assert rc == 2 and "not a LeRobotDataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused by the argument parser (cli_args.lerobot_dataset_dir)
+        analyze_predictions.main(["--model-type", "flow", "--policy-path", "x.pt", "--dataset", str(tmp_path)])
+    assert e.value.code == 2 and "is not a LeRobot dataset" in capsys.readouterr().err

@@ -95,5 +95,6 @@ def test_cli_on_a_lerobot_dataset(synthetic_dataset, tmp_path, capsys):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
-    assert dsx.main([str(tmp_path / "nothing")]) == 2
-    assert "not a LeRobotDataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # refused by the argument parser (cli_args.lerobot_dataset_dir)
+        dsx.main([str(tmp_path / "nothing")])
+    assert e.value.code == 2 and "no such dataset folder" in capsys.readouterr().err

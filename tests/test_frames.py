@@ -67,7 +67,9 @@ def test_offsets_from_calibration_worked_example(tmp_path):
     [
         ("not json", "not valid JSON"),
         (json.dumps({"shoulder_pan": {"homing_offset": 1}}), "no entry for joint 'shoulder_lift'"),
-        (json.dumps({j: {"homing_offset": "x"} for j in u.JOINT_NAMES}), "integer 'homing_offset'"),
+        (json.dumps({j: {"id": 1, "drive_mode": 0, "homing_offset": "x", "range_min": 0, "range_max": 4095}
+                     for j in u.JOINT_NAMES}), "joint 'shoulder_pan', field 'homing_offset' must be an integer"),
+        (json.dumps({j: {"homing_offset": 1} for j in u.JOINT_NAMES}), "joint 'shoulder_pan', field 'id' is missing"),
         (json.dumps([1, 2]), "JSON object"),
     ],
 )

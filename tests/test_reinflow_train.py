@@ -189,3 +189,26 @@ def test_resume_warns_about_run_shape_flags_that_differ_from_the_checkpoint():
     assert "--max-episode-steps is 60" in msgs[0] and "--rollout-steps is 300" in msgs[1] and "6000" in msgs[1]
     assert train_reinflow.resume_run_differences(args, vars(args)) == []
     assert train_reinflow.resume_run_differences(args, {}) == []
+
+
+def test_flow_training_survives_a_killed_env_worker(bc_ckpt, tmp_path, monkeypatch, capsys):
+    """One env worker is SIGKILLed mid-rollout (--parallel-envs 2): the worker is restarted, its
+    episode discarded, the run finishes, says so in one line and writes its checkpoint (the flow
+    path used to die with a bare EOFError from gymnasium's AsyncVectorEnv)."""
+    from functools import partial
+
+    import parallel_envs
+    from fault_envs import killed_env
+
+    marker = tmp_path / "killed"
+    monkeypatch.setattr(parallel_envs, "make_env", partial(killed_env, marker=str(marker), at_step=3))
+    out = tmp_path / "rl.pt"
+    with pytest.warns(parallel_envs.EnvRestartWarning, match="worker process died"):
+        assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2",
+                                              "--iterations", "1", "--checkpoint", str(out)]) == 0
+    assert marker.exists()  # a worker really was killed
+    ck = fp.load_checkpoint(out)
+    assert ck["iteration"] == 1 and ck["history"][-1]["discarded_episodes"] == 1
+    err = capsys.readouterr().err
+    assert err.count("episodes discarded after env worker restarts (1 restarts)") == 1, err
+    assert "Traceback" not in err and "EOFError" not in err

@@ -34,6 +34,9 @@ def test_scripted_run_writes_videos_and_a_consistent_summary(tmp_path, capsys):
     assert not list(videos.glob("*.partial.mp4"))
     out = capsys.readouterr().out
     assert f"success {summary['success_rate']:.0%}" in out
+    # no divergence: counted as 0 in the JSON, not mentioned in the line (tests/test_reliability_env.py: 1)
+    assert summary["unstable_episodes"] == 0 and not any(e["sim_unstable"] for e in eps)
+    assert "unstable" not in out
 
 
 def test_same_seed_gives_the_same_episodes(tmp_path):

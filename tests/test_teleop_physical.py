@@ -22,7 +22,9 @@ CALIBRATION = {
     "shoulder_pan": {"id": 1, "drive_mode": 0, "homing_offset": -1470, "range_min": 758, "range_max": 3292},
     "shoulder_lift": {"id": 2, "drive_mode": 0, "homing_offset": 157, "range_min": 612, "range_max": 3401},
     "elbow_flex": {"id": 3, "drive_mode": 0, "homing_offset": 1105, "range_min": 853, "range_max": 3100},
-    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2061, "range_min": 860, "range_max": 3196},
+    # homing_offset -2047: the fixture's earlier -2061 cannot be stored in the STS3215's 11-bit
+    # sign-magnitude register (so101_mujoco_utils.HOMING_OFFSET_RANGE) and is now rejected
+    "wrist_flex": {"id": 4, "drive_mode": 0, "homing_offset": -2047, "range_min": 860, "range_max": 3196},
     "wrist_roll": {"id": 5, "drive_mode": 0, "homing_offset": 1684, "range_min": 0, "range_max": 4095},
     "gripper": {"id": 6, "drive_mode": 0, "homing_offset": 1112, "range_min": 2030, "range_max": 3328},
 }
