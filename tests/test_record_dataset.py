@@ -198,26 +198,7 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
     import envs  # noqa: F401
     import teleop_common as tc
 
-    class FakePerson:
-        schedule = {0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE], 7: [tc.EVENT_TOGGLE], 10: [tc.EVENT_RESET],
-                    11: [tc.EVENT_TOGGLE, tc.EVENT_TOGGLE], 12: [tc.EVENT_QUIT]}  # 11: start+stop, empty
-
-        def __init__(self):
-            self.calls, self.resets, self.q = 0, 0, None
-
-        def reset(self, q):
-            self.q, self.resets = np.array(q), self.resets + 1
-
-        def command(self, dt):
-            self.q = tc.safe_joint_targets(self.q + np.array([0.05, 0.02, 0, 0, 0, 0.1]), self.q)
-            return self.q.copy()
-
-        def poll_events(self):
-            self.calls += 1
-            return self.schedule.get(self.calls - 1, [])
-
-        def close(self):
-            pass
+    from fake_teleop import ScheduledPerson
 
     args = rd.parse_args(["--input", "keyboard", "--output_dir", str(tmp_path / "teleop"), "--image-size", "32",
                           "--num_episodes", "5", "--repo-id", REPO_ID])
@@ -226,7 +207,9 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
     rec = rd.Recorder(ds, meta, args, stop)
     env = gym.make("SO101PickPlace-v0", obs_mode="images", image_size=32, terminate_on_success=False,
                    max_episode_steps=10**9)
-    person = FakePerson()
+    # start, stop (saved), start, reset (discarded), start+stop (empty), quit
+    person = ScheduledPerson({0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE], 7: [tc.EVENT_TOGGLE], 10: [tc.EVENT_RESET],
+                              11: [tc.EVENT_TOGGLE, tc.EVENT_TOGGLE], 12: [tc.EVENT_QUIT]})
     try:
         rd.record_teleop(rec, env, person, k=1, realtime=False)
     finally:

@@ -97,6 +97,38 @@ def test_sigkill_keeps_every_announced_episode_and_resume_appends(tmp_path, dela
     assert leftovers == [], leftovers  # the hidden staging/commit folders were cleaned up
 
 
+#: A keyboard recording driven by a scripted person (tests/fake_teleop.py) through record_dataset.main:
+#: start, 6 frames, stop (saved), over and over, in real time (10 Hz), the viewer off.
+TELEOP_SCRIPT = """
+import sys
+sys.path[:0] = [{sim!r}, {tests!r}]
+import record_dataset as rd, teleop_common as tc
+from fake_teleop import ScheduledPerson
+rd.make_source = lambda args: ScheduledPerson({{0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE]}}, period=7)
+sys.exit(rd.main(["--input", "keyboard", "--no-viewer", "--output_dir", {root!r}, "--num_episodes", "50",
+                  "--image-size", "32", "--repo-id", {repo!r}, *sys.argv[1:]]))
+"""
+
+
+def test_sigkill_during_teleop_recording_and_its_resume(tmp_path):
+    """The same guarantee for a person's input (--input keyboard with a scripted person): SIGKILL
+    inside the loop, then during a --resume append."""
+    root = tmp_path / "kb"
+    script = tmp_path / "teleop.py"
+    script.write_text(TELEOP_SCRIPT.format(sim=str(SIM_DIR), tests=str(Path(__file__).parent), root=str(root),
+                                           repo=REPO_ID))
+
+    def run(*extra):
+        return subprocess.Popen([sys.executable, str(script), *extra], cwd=SIM_DIR, env=ENV, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    out1 = kill_after_saves(run(), 2, 0.3)
+    check_loads_announced(root, out1, 2)
+    out2 = kill_after_saves(run("--resume"), 1, 0.45)
+    check_loads_announced(root, out1 + out2, len(SAVED.findall(out1)) + 1)
+    assert all(int(n) == 6 for _, n in SAVED.findall(out1 + out2))  # whole episodes only
+
+
 def kill_after_start(proc, delay: float, timeout: float = 300) -> str:
     """SIGKILL ``delay`` s after the recorder announced its start (first episode under way)."""
     out, deadline = [], time.monotonic() + timeout
