@@ -5,6 +5,8 @@ PYTHON ?= $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.1
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers (the fault tests spend much of their time starting subprocesses).
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo demo-expert test bench clean
 install: $(VENV)/.installed
@@ -28,7 +30,7 @@ demo-expert: install
 		--headless --video-dir ../outputs/demo_expert/videos --summary-json ../outputs/demo_expert/summary.json
 
 test: install
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/bench_env.py

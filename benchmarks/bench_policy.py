@@ -8,7 +8,7 @@ Each configuration runs in its own subprocess, so "peak RSS" is that policy's pr
 (imports included: ~0.9 GB of it is torch + transformers + lerobot). A chunk is one full
 ``predict_action_chunk``: preprocessor, VLM prefix + KV cache, ``num_denoise_steps`` Euler steps,
 postprocessor and frame conversion, for one observation with three 256x256 camera images (the
-env's size). Prints a Markdown table (pasted into README "VLA policies").
+env's size). Prints a Markdown table (recorded in docs/experiments/2026-11-21-vla-inference-speed.md).
 """
 
 from __future__ import annotations

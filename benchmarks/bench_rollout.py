@@ -26,7 +26,7 @@ expert`` and ``heads``: peak ``torch.cuda.max_memory_allocated`` during the upda
 gradients, Adam states and activations of one minibatch), to compare with the spec's "SmolVLA
 about 4 GB; Pi0 24 GB+".
 
-Prints Markdown tables (README "ReinFlow for SmolVLA and Pi0") and writes ``--out`` JSON.
+Prints Markdown tables (docs/experiments/2026-11-21-reinflow-vla-rollout-speed.md) and writes ``--out`` JSON.
 """
 
 from __future__ import annotations

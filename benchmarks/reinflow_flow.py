@@ -40,9 +40,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ROOT / "simulation_code"
 PY = sys.executable
-#: First seed of the small evaluation train_reinflow.py runs while training (disjoint from the
-#: held-out test seeds 0..N-1, the demonstration seeds and the training seeds).
-MONITOR_SEED = 20_000
+sys.path.insert(0, str(SIM))
+
+import so101_mujoco_utils as u  # noqa: E402
+#: Seeds by use come from the one table so101_mujoco_utils.SEED_RANGES: held-out test episodes
+#: from its first held-out seed, demonstrations and the monitoring evaluation (the small
+#: evaluation train_reinflow.py runs while training, for checkpoint selection) from theirs.
+TEST_SEED = u.SEED_RANGES["held_out"][0]
+MONITOR_SEED = u.SEED_RANGES["monitoring"][0]
+MONITOR_EPISODES = 50
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -66,9 +72,6 @@ def success_by_distance(per_episode: list[dict], n_bands: int = 4) -> list[tuple
     """(label "0.10-0.15 m", successes, episodes) per block-distance band (the distance bins of
     so101_mujoco_utils.block_bin_edges over BLOCK_DISTANCE_RANGE), from the ``per_episode`` list
     of a run_reinflow_inference.py summary JSON (``block_start`` (3,), world frame, m)."""
-    sys.path.insert(0, str(SIM))
-    import so101_mujoco_utils as u
-
     edges = u.block_bin_edges(n_bands, 1)[0]
     band = np.array([u.block_bin(e["block_start"], n_bands, 1) for e in per_episode], int)
     succ = np.array([bool(e["success"]) for e in per_episode])
@@ -80,7 +83,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_reinflow")
     ap.add_argument("--demos", type=int, default=30, help="scripted demonstrations for BC")
-    ap.add_argument("--demo-seed", type=int, default=5000)
+    ap.add_argument("--demo-seed", type=int, default=u.SEED_RANGES["demonstrations"][0])
     ap.add_argument("--bc-steps", type=int, default=1000, help="BC gradient steps")
     ap.add_argument("--eval-episodes", type=int, default=100)
     ap.add_argument("--iterations", type=int, default=48, help="ReinFlow PPO iterations")
@@ -94,6 +97,11 @@ def main(argv=None) -> int:
     ap.add_argument("--ship", action="store_true", help="copy the checkpoints to simulation_code/checkpoints/")
     ap.add_argument("--skip-record", action="store_true", help="reuse OUT/demos")
     args = ap.parse_args(argv)
+    for use, first, count in (("held_out", TEST_SEED, args.eval_episodes), ("demonstrations", args.demo_seed, args.demos),
+                              ("monitoring", MONITOR_SEED, MONITOR_EPISODES)):
+        problem = u.seed_block_problem(use, first, count)
+        if problem:  # scripted demos may also use seeds past --demos (failed attempts): a rough bound
+            ap.error(problem)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
@@ -107,14 +115,14 @@ def main(argv=None) -> int:
                               out / "record.log")
     times["bc"] = run([PY, "train_flow_bc.py", "--dataset", str(demos), "--steps", str(args.bc_steps),
                        "--init-noise-scale", "0", "--checkpoint", str(bc)], out / "bc.log")
-    ev = ["--episodes", str(args.eval_episodes), "--seed", "0", "--headless"]
+    ev = ["--episodes", str(args.eval_episodes), "--seed", str(TEST_SEED), "--headless"]
     times["eval_before"] = run([PY, "run_reinflow_inference.py", "--checkpoint", str(bc), *ev,
                                 "--summary-json", str(out / "eval_bc.json")], out / "eval_bc.log")
     times["reinflow"] = run([PY, "train_reinflow.py", "--model-type", "flow", "--init-checkpoint", str(bc),
                              "--parallel-envs", "2", "--iterations", str(args.iterations),
-                             "--rollout-steps", str(args.rollout_steps), "--eval-every", str(args.eval_every), "--eval-episodes", "50",
+                             "--rollout-steps", str(args.rollout_steps), "--eval-every", str(args.eval_every), "--eval-episodes", str(MONITOR_EPISODES),
                              "--keep-best",
-                             "--eval-seed", str(MONITOR_SEED), "--no-render", "--headless", "--quiet", "--checkpoint", str(rl),
+                             "--eval-seed", str(MONITOR_SEED), "--no-render", "--quiet", "--checkpoint", str(rl),
                              *args.reinflow_args.split()], out / "reinflow.log")
     best = rl.with_name(rl.stem + "_best" + rl.suffix)  # chosen on the monitoring seeds, not the test seeds
     if best.exists():

@@ -19,8 +19,8 @@ episode (the last ``--split-episodes`` episodes are validation). Writes to ``--o
                                                 train_obs (N x 6, dataset units), episode indices
 
 and prints a table, the joints flagged as collapsed (prediction std far below the ground truth's,
-or R^2 near zero while the joint moves) and the likely causes the data can confirm (shared/
-reference/002_3731b21fa16f3fdf.txt): near-zero std in the normalization stats, little motion of
+or R^2 near zero while the joint moves) and the likely causes the data can confirm (known causes
+of "joints predict constants"): near-zero std in the normalization stats, little motion of
 that joint in the data, a camera-key or task-string mismatch between checkpoint and dataset.
 """
 
@@ -337,14 +337,14 @@ def print_table(result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     p.add_argument("--model-type", required=True, choices=("smolvla", "pi0", "flow"), help="policy type")
     p.add_argument("--dataset", required=True, type=cli_args.lerobot_dataset_dir, help="LeRobotDataset root folder (recorded by record_dataset.py)")
     p.add_argument("--repo-id", default=None, help="dataset repo id (default: local/<folder name>; never contacted)")
     p.add_argument("--episodes", type=cli_args.nonneg_int, nargs="+", default=None, help="episode indices to analyse (default: all)")
     p.add_argument("--split-episodes", type=cli_args.nonneg_int, default=None,
                    help="number of the last chosen episodes used as validation (default: 20%%)")
-    p.add_argument("--out", type=cli_args.output_path, default=Path("../outputs/analysis"), help="output folder")
+    p.add_argument("--out", type=cli_args.output_path, default=u.REPO_ROOT / "outputs" / "analysis", help="output folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the policy's initial noise")
     ru.add_policy_args(p)
     args = p.parse_args(argv)

@@ -25,6 +25,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+# ---------------------------------------------------------------------- help
+class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` formatter of the entry scripts: the description is printed as written, and every
+    option with a value shows the default that will run, ``(default: VALUE)``, unless its help
+    already says what its default is (``%(default)s`` or the word "default", e.g. "default: the
+    checkpoint's"). Flags without a value (``store_true``) and ``None`` defaults ("not set": the
+    help says what happens) get nothing appended. The value is the parser's at ``--help`` time,
+    so ``set_defaults`` (per-model presets, a resumed run's settings) shows up."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or "default" in text.lower() or action.default in (None, argparse.SUPPRESS)
+                or (action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction))):
+            return text
+        return text + " (default: %(default)s)"
+
+
 # ---------------------------------------------------------------------- numbers
 def _bounds_text(lo, hi, lo_open: bool = False) -> str:
     if lo is not None and hi is not None:
@@ -276,7 +293,7 @@ def warn_if_more_workers_than_cpus(n: int, flag: str = "--parallel-envs") -> Non
               file=sys.stderr)
 
 
-__all__ = ["WORKER_MEMORY_MB", "available_memory_bytes", "camera_map", "env_id", "existing_file", "float_range",
+__all__ = ["DefaultsHelpFormatter", "WORKER_MEMORY_MB", "available_memory_bytes", "camera_map", "env_id", "existing_file", "float_range",
            "image_size", "int_range", "is_lerobot_dataset", "lerobot_dataset_dir", "nonneg_float", "nonneg_int",
            "output_path", "output_problem", "parallel_envs_problem", "policy_path_problem", "positive_float",
            "positive_int", "task_string", "warn_if_more_workers_than_cpus"]

@@ -8,7 +8,7 @@ Prints: episodes, frames, fps, task strings, camera keys and resolutions; per jo
 min/max/mean/std of ``observation.state`` and ``action``; how often the gripper is commanded
 closed; the largest frame-to-frame action jump per joint (within episodes); the spread of the
 episodes' start states; and the epochs that ``--steps`` x ``--batch-size`` amount to
-(steps x batch / frames). Warnings (reference lessons, shared/reference/002 and 004):
+(steps x batch / frames). Warnings (lessons from earlier SO-101 training runs):
 
 * a joint with near-zero std (``NEAR_ZERO_STD``): the policy sees a constant and normalisation
   divides by ~0, a cause of "joints predict constants" mode collapse;
@@ -212,8 +212,8 @@ def analyse(path, repo_id=None, steps: int = 20000, batch_size: int = 64, plot: 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", type=cli_args.lerobot_dataset_dir, help="LeRobotDataset folder (the --output_dir of record_dataset.py)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
+    p.add_argument("dataset", type=cli_args.lerobot_dataset_dir, help="LeRobotDataset folder (the --output-dir of record_dataset.py)")
     p.add_argument("--repo-id", default=None, help="repo id to open it under (default: local/<folder name>)")
     p.add_argument("--steps", type=cli_args.positive_int, default=20000, help="planned training steps (default: %(default)s)")
     p.add_argument("--batch-size", type=cli_args.positive_int, default=64, help="planned batch size (default: %(default)s)")

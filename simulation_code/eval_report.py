@@ -3,8 +3,10 @@
 Writes into ``DIR``:
     summary.json         the run summary (rollout_utils.summarize) plus per-step actions
     report.html          one page: success rate with its 95% CI, return histogram, per-episode
-                         table with links to the videos, block start positions coloured by outcome
-                         (top-down), per-joint action traces of a success and a failure
+                         table with an embedded animated preview of each episode (a looping WebP,
+                         at most PREVIEW_FRAMES frames PREVIEW_WIDTH px wide, from its video: about
+                         20 KB each) and links to the videos, block start positions coloured by
+                         outcome (top-down), per-joint action traces of a success and a failure
     returns.png, block_starts.png, action_traces.png   the figures the page shows
 
 Usage from a script:
@@ -15,7 +17,9 @@ Usage from a script:
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import os
 from pathlib import Path
 
@@ -34,6 +38,35 @@ class EvalReport:
     def add_step(self, episode: int, action) -> None:
         """Record one (6,) action of ``episode`` (MuJoCo radians)."""
         self.actions.setdefault(episode, []).append(np.asarray(action, dtype=np.float64).copy())
+
+
+#: Animated previews in report.html: at most this many frames, evenly spaced over the episode ...
+PREVIEW_FRAMES = 40
+#: ... this many pixels wide, each shown for PREVIEW_FRAME_MS (a time-lapse of the episode).
+PREVIEW_WIDTH = 160
+PREVIEW_FRAME_MS = 150
+
+
+def episode_preview(video, max_frames: int = PREVIEW_FRAMES, width: int = PREVIEW_WIDTH) -> bytes | None:
+    """A small looping animated WebP of an episode video (mp4): at most ``max_frames`` frames
+    evenly spaced over it (the first and last included), scaled to ``width`` pixels wide; None when
+    the video cannot be read. For report.html, which embeds it as a data URI."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    try:
+        frames = iio.imread(video, plugin="pyav")
+    except Exception:  # noqa: BLE001  (missing / unreadable video: the report just has no preview)
+        return None
+    if len(frames) == 0:
+        return None
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
+    h = max(1, round(width * frames.shape[1] / frames.shape[2]))
+    images = [Image.fromarray(frames[i]).resize((width, h), Image.BILINEAR) for i in idx]
+    buf = io.BytesIO()
+    images[0].save(buf, format="WEBP", save_all=True, append_images=images[1:], duration=PREVIEW_FRAME_MS, loop=0,
+                   quality=50, method=4)
+    return buf.getvalue()
 
 
 def _figures(out: Path, summary: dict, actions: dict[int, list[np.ndarray]]) -> dict[str, str]:
@@ -123,12 +156,15 @@ def write_report(out_dir, summary: dict, actions: dict[int, list[np.ndarray]] | 
     lo, hi = summary["success_rate_ci95"]
     rows = []
     for i, e in enumerate(eps):
-        video = e.get("video")
+        video = ru.resolve_repo_path(e["video"]) if e.get("video") else None  # summaries: relative to the repo root
         link = f'<a href="{html.escape(os.path.relpath(video, out))}">mp4</a>' if video else "-"
+        anim = episode_preview(video) if video else None
+        preview = (f'<img class="anim" alt="episode {i}" src="data:image/webp;base64,{base64.b64encode(anim).decode()}">'
+                   if anim else "-")
         start = ", ".join(f"{v:.3f}" for v in e["block_start"][:2])
         outcome = '<td class="ok">success</td>' if e["success"] else '<td class="bad">failure</td>'
         rows.append(f"<tr><td>{i}</td><td>{e['seed']}</td>{outcome}<td>{e['return']:.1f}</td>"
-                    f"<td>{e['length']}</td><td>({start})</td><td>{link}</td></tr>")
+                    f"<td>{e['length']}</td><td>({start})</td><td>{preview}</td><td>{link}</td></tr>")
     imgs = "".join(f'<img src="{f}" alt="{k}">' for k, f in figs.items())
     n_unstable = summary.get("unstable_episodes", 0)
     unstable_note = (f"<b>{n_unstable} episode(s) ended on a simulator divergence</b> (sim_unstable);\n"
@@ -136,7 +172,7 @@ def write_report(out_dir, summary: dict, actions: dict[int, list[np.ndarray]] | 
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(summary['policy'])} evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:20px auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}}.ok{{color:#1a7f37}}.bad{{color:#c62828}}
-img{{max-width:100%;margin:6px;border:1px solid #eee}}.big{{font-size:2em}}</style></head><body>
+img{{max-width:100%;margin:6px;border:1px solid #eee}}img.anim{{margin:0;border:0}}.big{{font-size:2em}}</style></head><body>
 <h1>{html.escape(summary['policy'])} on {html.escape(str(summary.get('env_id', 'the SO-101 pick-up task')))}</h1>
 <p class="big">success rate <b>{summary['success_rate']:.0%}</b>
 ({sum(bool(e['success']) for e in eps)}/{len(eps)} episodes, 95% CI {lo:.0%}-{hi:.0%})</p>
@@ -144,7 +180,7 @@ img{{max-width:100%;margin:6px;border:1px solid #eee}}.big{{font-size:2em}}</sty
 {unstable_note}seeds {eps[0]['seed'] if eps else '-'}..{eps[-1]['seed'] if eps else '-'}</p>
 {imgs}
 <h2>Episodes</h2><table><tr><th>#</th><th>seed</th><th>outcome</th><th>return</th><th>steps</th>
-<th>block start x, y (m)</th><th>video</th></tr>{''.join(rows)}</table>
+<th>block start x, y (m)</th><th>preview</th><th>video</th></tr>{''.join(rows)}</table>
 </body></html>"""
     path = out / "report.html"
     tmp = path.with_suffix(".html.tmp")

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 import so101_mujoco_utils as u
-from vla_policy_interface import VLAPolicyInterface
+from vla_policy_interface import VLAPolicyInterface, euler_sample
 
 #: Checkpoint format tag written by every checkpoint of this repo's flow/ReinFlow scripts (v2: with a
 #: content hash, see :func:`save_checkpoint`); the legacy tags load without an integrity check.
@@ -398,13 +398,7 @@ class FlowPolicy(VLAPolicyInterface):
     @torch.no_grad()
     def sample_deterministic(self, batch: dict, noise: torch.Tensor, num_steps: int | None = None) -> torch.Tensor:
         """Euler ODE from ``noise`` (B, chunk, 6) at t=1 to t=0 -> (B, chunk, 6) flow space."""
-        k = num_steps or self.num_denoise_steps
-        prefix = self.build_prefix(batch)
-        x, dt = noise, -1.0 / k
-        for i in range(k):
-            t = torch.full((x.shape[0],), 1.0 + i * dt, device=x.device)
-            x = x + dt * self.denoise_step(prefix, x, t)
-        return x
+        return euler_sample(self, self.build_prefix(batch), noise, num_steps or self.num_denoise_steps)
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -647,7 +641,7 @@ def load_checkpoint(path, kind=None, model_type=None, hint: str = "") -> dict:
                                   path)
     else:
         warnings.warn(f"{path}: legacy {fmt} checkpoint without a content hash, loaded without an integrity check; "
-                      "re-save it with flow_policy.save_checkpoint to add one (README, Checkpoints)", stacklevel=2)
+                      "re-save it with flow_policy.save_checkpoint to add one (docs/reliability.md, Checkpoints)", stacklevel=2)
     if k not in kinds or mt not in types:
         raise CheckpointError(f"{path} is {found}, expected {want}" + (f"; {hint}" if hint else ""), path)
     return ckpt

@@ -102,10 +102,11 @@ def reference_stats() -> dict[str, dict[str, torch.Tensor]]:
     }
 
 
-def resolve_frame(flag: str, meta: dict, policy_ref: str) -> tuple[str, str]:
+def resolve_frame(flag: str, meta: dict, policy_ref: str, source: str | None = None) -> tuple[str, str]:
     """Pick the frame for a checkpoint; returns ``(frame, why)``, ``why`` is printed and recorded.
 
-    ``flag`` other than ``auto`` wins. ``auto``: the frame recorded in :data:`META_FILE`, else
+    ``flag`` other than ``auto`` wins; ``why`` is ``source`` (where it came from, e.g. a ReinFlow
+    checkpoint's record), else ``--frame``. ``auto``: the frame recorded in :data:`META_FILE`, else
     ``smolvla_absolute`` for ``lerobot/smolvla_base``, else ``lerobot_degrees`` (checkpoints
     fine-tuned on LeRobot datasets, which store calibrated degrees).
 
@@ -115,7 +116,7 @@ def resolve_frame(flag: str, meta: dict, policy_ref: str) -> tuple[str, str]:
     if flag not in FRAME_CHOICES:
         raise ValueError(f"--frame {flag!r} is not one of {', '.join(FRAME_CHOICES)}")
     if flag != "auto":
-        why = "--frame"
+        why = source or "--frame"
         if meta.get("frame") and meta["frame"] != flag:
             why += f" (overrides the frame recorded in {META_FILE}: {meta['frame']})"
         return flag, why
@@ -205,13 +206,15 @@ def parse_camera_map(spec: str | dict | None) -> dict[str, str] | None:
 
 
 def resolve_camera_map(expected: list[str], spec: str | dict | None = None,
-                       recorded: dict | None = None) -> tuple[dict[str, str], str]:
+                       recorded: dict | None = None, source: str | None = None) -> tuple[dict[str, str], str]:
     """Map the simulation's cameras onto the image features a checkpoint expects.
 
     Args:
         expected: the checkpoint's image feature keys (``config.image_features``).
         spec: the ``--camera-map`` value (see :func:`parse_camera_map`), or None.
         recorded: the camera map recorded in the checkpoint's :data:`META_FILE`, or None.
+        source: where ``spec`` came from when not the command line (the ``why``; default
+            ``--camera-map``).
 
     Returns:
         ``({sim camera: checkpoint key}, why)``. Default (no spec, nothing recorded): every
@@ -224,7 +227,7 @@ def resolve_camera_map(expected: list[str], spec: str | dict | None = None,
     available = ", ".join(f"{k} ({v})" for k, v in u.CAMERAS.items())
     exp_txt = ", ".join(expected) or "(none)"
     cmap = parse_camera_map(spec)
-    why = "--camera-map"
+    why = source or "--camera-map"
     if cmap is None and recorded:
         cmap, why = parse_camera_map(recorded), f"recorded in the checkpoint's {META_FILE}"
     if cmap is None:
@@ -271,16 +274,15 @@ def _hub_offline() -> bool:
 
 
 def _download_hint(model_type: str, repos: list[tuple[str, str, list[str] | None]], tiny_dir: str) -> str:
-    lines = [f"  huggingface-cli download {r}" + (" --include " + " ".join(f'"{p}"' for p in pats) if pats else "")
-             for r, _, pats in repos]
+    lines = [f"  hf download {r}" + "".join(f' --include "{p}"' for p in (pats or [])) for r, _, pats in repos]
     needed = "; ".join(f"{r} ({what})" for r, what, _ in repos)
     main = repos[0][0]
     return (
         f"Needed: {needed}.\n"
-        "On a machine with internet access (newer huggingface_hub: `hf download` is the same command):\n"
+        "On a machine with internet access:\n"
         + "\n".join(lines) + "\n"
         "then copy ~/.cache/huggingface/hub to this machine, or download into a folder\n"
-        f"  huggingface-cli download {main} --local-dir {main.split('/')[-1]}\n"
+        f"  hf download {main} --local-dir {main.split('/')[-1]}\n"
         f"and run with --policy-path /path/to/{main.split('/')[-1]}"
         + (" (put the backbone files in /path/to/" + main.split('/')[-1]
            + ("/vlm/" if model_type == "smolvla" else "/tokenizer/") + " to need no cache at all)"
@@ -298,7 +300,7 @@ def ensure_hub_files(repo_id: str, model_type: str, what: str, allow_patterns: l
     Raises:
         PolicyUnavailableOffline: not cached (or ``required`` files missing) and the Hub is
             unreachable / ``HF_HUB_OFFLINE=1``; one message naming every repo in ``all_repos``
-            and the ``huggingface-cli download`` commands.
+            and the ``hf download`` commands.
         PolicyLoadError: the repo does not exist or is gated.
     """
     from huggingface_hub import snapshot_download
@@ -323,7 +325,7 @@ def ensure_hub_files(repo_id: str, model_type: str, what: str, allow_patterns: l
     except GatedRepoError as e:
         raise PolicyLoadError(
             f"{repo_id} is gated: accept its licence on https://huggingface.co/{repo_id} and log in "
-            f"(huggingface-cli login), or pass --policy-path with a local copy. ({e.__class__.__name__})") from e
+            f"(hf auth login), or pass --policy-path with a local copy. ({e.__class__.__name__})") from e
     except RepositoryNotFoundError as e:
         raise PolicyLoadError(f"No Hugging Face repository {repo_id!r}: check --policy-path.") from e
     except Exception as e:  # noqa: BLE001  (network errors of any kind)
@@ -461,7 +463,8 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
              camera_map: str | dict | None = None, task: str | None = None, quantize: bool | None = None,
              n_action_steps: int | None = None, num_denoise_steps: int | None = None,
              gradient_checkpointing: bool | None = None, debug_inferences: int = DEBUG_INFERENCES,
-             verbose: bool = True) -> "LeRobotVLAAdapter":
+             verbose: bool = True, frame_source: str | None = None,
+             camera_map_source: str | None = None) -> "LeRobotVLAAdapter":
         """Load a checkpoint (Hub id or local directory) with its own pre/post-processors.
 
         Args:
@@ -476,9 +479,12 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
             num_denoise_steps: Euler steps per chunk (default: the checkpoint's).
             gradient_checkpointing: Pi0 only: the config switch used by training.
             debug_inferences: inferences with debug output.
+            frame_source, camera_map_source: where a given ``frame`` / ``camera_map`` came from when
+                not the command line (e.g. recorded in a ReinFlow checkpoint): printed and recorded
+                as its source instead of ``--frame`` / ``--camera-map``.
 
         Raises:
-            PolicyUnavailableOffline: weights not cached and no Hub (one message, see README).
+            PolicyUnavailableOffline: weights not cached and no Hub (one message, see docs/vla.md).
             PolicyLoadError: wrong policy type, missing processor files/stats, weights that do not
                 match the architecture.
             ValueError: bad frame / camera map / n_action_steps.
@@ -515,7 +521,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
                     f"{path} has no {name}: checkpoints from LeRobot < 0.4 must be migrated with "
                     f"`python -m lerobot.processor.migrate_policy_normalization --pretrained-path {path}`.")
         meta = read_policy_meta(policy_dir)
-        frame_name, frame_why = resolve_frame(frame, meta, str(path))
+        frame_name, frame_why = resolve_frame(frame, meta, str(path), source=frame_source)
         info: dict[str, Any] = {"model_type": cls.model_type, "policy_path": str(path),
                                 "policy_dir": str(policy_dir), "frame": frame_name, "frame_source": frame_why}
         warn: list[str] = []
@@ -530,7 +536,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
             ref = reference_stats()
             pre_overrides["normalizer_processor"] = {"stats": ref}
             post_overrides["unnormalizer_processor"] = {"stats": ref}
-            info["stats_source"] = "reference SMOLVLA_* (so101_mujoco_utils, shared/reference/000)"
+            info["stats_source"] = "reference SMOLVLA_* (so101_mujoco_utils: the statistics lerobot/smolvla_base was trained with)"
             own = ckpt_stats.get(u.OBS_STATE, {})
             if "mean" in own and "std" in own and not (
                     np.allclose(own["mean"], u.SMOLVLA_STATE_MEAN, rtol=0.01, atol=0.5)
@@ -563,7 +569,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
                                              postprocessor_overrides=post_overrides)
 
         expected = list(cfg.image_features)
-        cmap, cmap_why = resolve_camera_map(expected, camera_map, meta.get("camera_map"))
+        cmap, cmap_why = resolve_camera_map(expected, camera_map, meta.get("camera_map"), source=camera_map_source)
         info.update(camera_map=cmap, camera_map_source=cmap_why, checkpoint_image_keys=expected)
         train_task = meta.get("task")
         run_task = task or train_task or u.DEFAULT_TASK

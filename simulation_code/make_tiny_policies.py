@@ -207,7 +207,7 @@ def build_all(out: Path, seed: int = 0, which: tuple[str, ...] = ("smolvla", "pi
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     parser.add_argument("--out", type=cli_args.output_path, required=True, help="output folder (gets smolvla/ and pi0/)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
     parser.add_argument("--only", choices=("smolvla", "pi0"), default=None, help="build just one of them")

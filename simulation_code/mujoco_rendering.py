@@ -4,14 +4,16 @@ MuJoCo reads the ``MUJOCO_GL`` environment variable once, when the ``mujoco`` mo
 imported. Import this module first (every script and ``so101_mujoco_utils`` do) and it sets
 ``MUJOCO_GL`` for you:
 
-1. ``MUJOCO_GL`` already set by the user: kept as is (the user wins).
+1. ``MUJOCO_GL`` already set in the environment: kept as is (the user wins). A value this module
+   chose in a parent process (env worker processes inherit it) is reported as such.
 2. A display is available (``DISPLAY``/``WAYLAND_DISPLAY`` on Linux, always on macOS/Windows):
    ``glfw`` (native OpenGL; needed for the interactive viewer).
 3. Headless: ``egl`` if ``libEGL`` can initialise a display, else ``osmesa`` if ``libOSMesa``
    is installed. On a machine without a GPU both are Mesa's software rasterizer (llvmpipe).
 4. Neither: ``RuntimeError`` naming the Debian packages to install.
 
-The choice is printed once to stderr (set ``SO101_QUIET_GL=1`` to silence it).
+The choice is silent; the scripts print it with ``-v`` / ``--verbose`` (:func:`print_backend`),
+and ``SO101_VERBOSE_GL=1`` prints it at import in every process.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import sys
 HEADLESS_GL_PACKAGES = "libegl1 libegl-mesa0 libopengl0 libgl1-mesa-dri libosmesa6"
 
 _CHOSEN: tuple[str, str] | None = None
+#: Set next to ``MUJOCO_GL`` when this module chose it: ``backend|reason``, so a child process that
+#: inherits both knows the value was not set by the user.
+_AUTO_ENV = "SO101_MUJOCO_GL_AUTO"
 
 
 def has_display() -> bool:
@@ -109,11 +114,12 @@ def _osmesa_available() -> bool:
         return False
 
 
-def choose_gl_backend(verbose: bool = True) -> str:
+def choose_gl_backend(verbose: bool = False) -> str:
     """Set ``os.environ["MUJOCO_GL"]`` (unless already set) and return the backend name.
 
     Returns one of ``"glfw"``, ``"egl"``, ``"osmesa"`` or the user's own value. Must run before
-    the first ``import mujoco`` in the process; calling it afterwards only reports.
+    the first ``import mujoco`` in the process; calling it afterwards only reports. ``verbose``
+    (or ``SO101_VERBOSE_GL=1``) prints the choice once to stderr (:func:`print_backend`).
 
     Raises:
         RuntimeError: headless and neither EGL nor OSMesa can be loaded; the message names
@@ -121,8 +127,11 @@ def choose_gl_backend(verbose: bool = True) -> str:
     """
     global _CHOSEN
     if _CHOSEN is None:
-        if os.environ.get("MUJOCO_GL"):
-            _CHOSEN = (os.environ["MUJOCO_GL"], "set by the user (MUJOCO_GL)")
+        inherited = os.environ.get(_AUTO_ENV, "").split("|", 1)
+        if os.environ.get("MUJOCO_GL") and len(inherited) == 2 and inherited[0] == os.environ["MUJOCO_GL"]:
+            _CHOSEN = (os.environ["MUJOCO_GL"], f"chosen by the parent process: {inherited[1]}")
+        elif os.environ.get("MUJOCO_GL"):
+            _CHOSEN = (os.environ["MUJOCO_GL"], "MUJOCO_GL was already set in the environment")
         elif has_display():
             _CHOSEN = ("glfw", "a display is available")
         elif _egl_works():
@@ -135,10 +144,23 @@ def choose_gl_backend(verbose: bool = True) -> str:
                 f"OSMesa is not installed. Install one: `sudo apt-get install {HEADLESS_GL_PACKAGES}`, "
                 "or set MUJOCO_GL yourself."
             )
+        if not os.environ.get("MUJOCO_GL"):
+            os.environ[_AUTO_ENV] = f"{_CHOSEN[0]}|{_CHOSEN[1]}"
         os.environ["MUJOCO_GL"] = _CHOSEN[0]
-        if verbose and not os.environ.get("SO101_QUIET_GL"):
-            print(f"[mujoco_rendering] MUJOCO_GL={_CHOSEN[0]} ({_CHOSEN[1]})", file=sys.stderr)
+        if verbose or os.environ.get("SO101_VERBOSE_GL") not in (None, "", "0"):
+            print_backend()
     return _CHOSEN[0]
+
+
+def backend_description() -> str:
+    """``MUJOCO_GL=<backend> (<why>)``: the backend :func:`choose_gl_backend` chose and why."""
+    backend = choose_gl_backend()
+    return f"MUJOCO_GL={backend} ({_CHOSEN[1]})"
+
+
+def print_backend() -> None:
+    """Print the OpenGL backend choice, one line on stderr (the scripts' ``-v`` / ``--verbose``)."""
+    print(f"[mujoco_rendering] {backend_description()}", file=sys.stderr)
 
 
 def is_software_gl() -> bool:

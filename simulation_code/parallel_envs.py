@@ -31,7 +31,7 @@ and supervises each worker process separately:
 Used by train_reinflow.py for every policy type (the VLAs' image envs, the flow policy's state
 envs); for the flow policy it gives bit-identical training results to the ``AsyncVectorEnv`` /
 ``SyncVectorEnv`` it replaced (same worker function and seeds; checked on 2-iteration runs), so
-the benchmark recorded in README stands.
+the benchmark recorded in docs/experiments/ stands.
 """
 
 from __future__ import annotations

@@ -20,7 +20,11 @@ import numpy as np
 
 import cli_args
 import flow_policy as fp
+import so101_mujoco_utils as u
 from so101_gym_env import BlockCurriculum
+
+#: The shipped ReinFlow flow policy, the default --checkpoint (any working directory).
+SHIPPED_CHECKPOINT = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_reinflow.pt"
 
 COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("episodes", "eps", "{:>4}"),
            ("train_success", "train_succ", "{:>10.0%}"), ("train_return", "train_ret", "{:>9.1f}"),
@@ -30,8 +34,9 @@ COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=cli_args.existing_file, default="checkpoints/flow_reinflow.pt", help="checkpoint (default: %(default)s)")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
+    p.add_argument("--checkpoint", type=cli_args.existing_file, default=str(SHIPPED_CHECKPOINT),
+                   help="checkpoint (default: the shipped ReinFlow flow policy, %(default)s)")
     p.add_argument("--plot", type=cli_args.output_path, default=None, help="write a PNG of the training curves here")
     p.add_argument("--every", type=cli_args.positive_int, default=1, help="print every N-th iteration row")
     return p.parse_args(argv)

@@ -3,11 +3,11 @@
 Copy-paste (from simulation_code/):
 
     # 50 scripted-expert episodes, random block positions, no display needed
-    python record_dataset.py --input scripted --output_dir ../datasets/so101_pickplace --num_episodes 50
+    python record_dataset.py --input scripted --output-dir ../datasets/so101_pickplace --num-episodes 50
     # keyboard / gamepad teleoperation (display or controller), physical leader arm (mjpython on macOS)
-    python record_dataset.py --input keyboard --output_dir ../datasets/my_dataset --task "pick up the red block"
-    python record_dataset.py --input gamepad  --output_dir ../datasets/my_dataset --num_episodes 20
-    python record_dataset.py --input physical --port /dev/ttyACM0 --output_dir ../datasets/my_dataset
+    python record_dataset.py --input keyboard --output-dir ../datasets/my_dataset --task "pick up the red block"
+    python record_dataset.py --input gamepad  --output-dir ../datasets/my_dataset --num-episodes 20
+    python record_dataset.py --input physical --port /dev/ttyACM0 --output-dir ../datasets/my_dataset
 
 Controls (keyboard / physical): Space starts and stops (saves) an episode, R discards it and resets,
 ESC quits. Gamepad: Cross [A], Circle [B], Options [Start]. ``--input scripted`` records whole
@@ -68,9 +68,9 @@ RECORDING_META = "meta/so101_recording.json"
 #: Control steps a scripted episode keeps recording after the first success (the expert keeps
 #: lifting), so the data shows the block held rather than ending on the success frame.
 POST_SUCCESS_STEPS = 5
-#: Default episode length cap in control steps: scripted = the env registration's 150 (15 s);
-#: people need longer (60 s).
-DEFAULT_MAX_STEPS = {"scripted": 150, "keyboard": 600, "gamepad": 600, "physical": 600}
+#: Default episode length cap of a person's episode in control steps (60 s); a scripted episode is
+#: capped by the env registration's ``max_episode_steps`` (envs.MAX_EPISODE_STEPS).
+TELEOP_MAX_STEPS = 600
 CAMERA_DESCRIPTIONS = {"camera1": "top view (camera_up)", "camera2": "wrist camera (wrist_camera)",
                        "camera3": "side view (camera_side)"}
 
@@ -179,6 +179,21 @@ def is_lerobot_dataset(path: Path) -> bool:
     return (Path(path) / "meta" / "info.json").is_file()
 
 
+def quiet_third_party_output() -> None:
+    """Keep a recording's output to its own ``[record]`` lines: the SVT-AV1 encoder (LeRobot's AV1
+    videos) logs each encoder's settings at info level and warnings about small frames, so
+    ``SVT_LOG=1`` (errors only; read when an encoder starts) unless the environment sets SVT_LOG;
+    and no ``Map: 100%`` progress bar of the datasets library per saved episode. Called before the
+    dataset is opened, unless ``-v``."""
+    os.environ.setdefault("SVT_LOG", "1")
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:  # LeRobot without the datasets library: nothing to silence
+        pass
+
+
 def open_dataset(args, features: dict):
     """Open the crash-safe recording at ``args.output_dir`` (new, --overwrite or --resume).
 
@@ -196,7 +211,7 @@ def open_dataset(args, features: dict):
     exists_nonempty = root.exists() and (not root.is_dir() or any(root.iterdir()))
     if exists_nonempty and args.resume:
         if not is_lerobot_dataset(root):
-            raise SystemExit(f"--resume: {root} is not a LeRobot dataset (no meta/info.json); pick another --output_dir")
+            raise SystemExit(f"--resume: {root} is not a LeRobot dataset (no meta/info.json); pick another --output-dir")
         from lerobot.datasets import LeRobotDatasetMetadata
 
         have = LeRobotDatasetMetadata(args.repo_id, root=root)
@@ -206,13 +221,14 @@ def open_dataset(args, features: dict):
         rec = dd.DurableRecording(root, args.repo_id, "resume")
         meta = load_recording_meta(root)
         if meta is None:  # sidecar dropped by LeRobot's tools: continue after the stored seeds
-            meta = dict(new_recording_meta(args), next_seed=max(stored_seeds(rec.ds) + [args.seed - 1]) + 1)
+            stored = stored_seeds(rec.ds)
+            meta = dict(new_recording_meta(args), next_seed=max(stored) + 1 if stored else args.seed)
         print(f"[record] resuming {root}: {rec.meta.total_episodes} episodes, {rec.meta.total_frames} frames already")
         return rec, False, meta
     if exists_nonempty and not args.overwrite:
         raise SystemExit(
             f"{root} already exists and is not empty. Pass --resume to append episodes to it, --overwrite to "
-            "replace it, or choose another --output_dir."
+            "replace it, or choose another --output-dir."
         )
     if exists_nonempty and not is_lerobot_dataset(root):  # --overwrite
         raise SystemExit(f"--overwrite: refusing to delete {root}: it is not a LeRobot dataset (no meta/info.json)")
@@ -243,7 +259,7 @@ def check_resume_compatible(meta, features: dict, fps: float, root: Path) -> Non
     for key, ft in features.items():
         have = meta.features.get(key)
         if have is None:
-            raise SystemExit(f"--resume: {root} has no feature {key!r}; record into a new --output_dir")
+            raise SystemExit(f"--resume: {root} has no feature {key!r}; record into a new --output-dir")
         if tuple(have["shape"]) != tuple(ft["shape"]) or have["dtype"] != ft["dtype"]:
             hint = f" (pass --image-size {have['shape'][0]})" if ft["dtype"] == "video" else ""
             raise SystemExit(f"--resume: {key} is {have['dtype']} {tuple(have['shape'])} in {root}, this run "
@@ -557,16 +573,16 @@ def finish_folder(rec, saved: int, seconds: float) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     import cli_args
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     p.add_argument("--input", required=True, choices=INPUTS, help="who drives the arm")
-    p.add_argument("--output_dir", "--output-dir", dest="output_dir", type=cli_args.output_path, default=None,
+    p.add_argument("--output-dir", "--output_dir", dest="output_dir", type=cli_args.output_path, default=None,
                    help="dataset folder (LeRobotDataset root); must not exist unless --resume/--overwrite "
                         "(default: <repo>/datasets/so101_<input>)")
     p.add_argument("--task", type=cli_args.task_string, default=u.DEFAULT_TASK,
                    help="language instruction stored verbatim with every frame, one line (any Unicode; a newline is "
                         "refused); use the same string at inference "
                         "(default: %(default)r)")
-    p.add_argument("--num_episodes", "--num-episodes", dest="num_episodes", type=cli_args.positive_int, default=50,
+    p.add_argument("--num-episodes", "--num_episodes", dest="num_episodes", type=cli_args.positive_int, default=50,
                    help="episodes to save in this run (default: %(default)s)")
     p.add_argument("--fps", type=cli_args.positive_int, default=int(u.CONTROL_HZ),
                    help="dataset frame rate; must divide the 10 Hz control rate (default: %(default)s)")
@@ -578,23 +594,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repo-id", default=None,
                    help="dataset repo id stored in the metadata (default: local/<output_dir name>)")
     p.add_argument("--no-randomize", action="store_true", help="fixed block position (SO101PickPlaceNoRandom-v0)")
-    p.add_argument("--seed", type=int, default=0, help="first episode's reset seed; episode seeds count up from it")
+    p.add_argument("--seed", type=int, default=u.SEED_RANGES["demonstrations"][0],
+                   help="first episode's reset seed; episode seeds count up from it (default %(default)s: "
+                        "demonstration seeds, disjoint from the held-out evaluation seeds, so101_mujoco_utils.SEED_RANGES)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--resume", action="store_true", help="append episodes to the existing dataset at --output_dir")
-    g.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --output_dir first")
+    g.add_argument("--resume", action="store_true", help="append episodes to the existing dataset at --output-dir")
+    g.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --output-dir first")
     p.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
                    help="camera height = width in pixels, 16-480 (default: %(default)s)")
     p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
-                   help="episode length cap in 10 Hz control steps (default: 150 scripted, 600 teleop)")
+                   help="episode length cap in 10 Hz control steps (default: the env registration's episode length "
+                        f"for scripted, {TELEOP_MAX_STEPS} for teleop)")
     p.add_argument("--keep-failed", action="store_true", help="--input scripted: also save episodes the expert failed")
     p.add_argument("--no-viewer", action="store_true", help="teleop: no MuJoCo viewer window")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print setup details (the OpenGL backend) and the video encoder's and LeRobot's own "
+                        "progress output (quiet by default: quiet_third_party_output)")
     args = p.parse_args(argv)
     if args.output_dir is None:
         args.output_dir = u.REPO_ROOT / "datasets" / f"so101_{args.input}"
     if args.repo_id is None:
         args.repo_id = f"local/{args.output_dir.resolve().name}"
     if args.max_steps is None:
-        args.max_steps = DEFAULT_MAX_STEPS[args.input]
+        import envs
+
+        args.max_steps = envs.MAX_EPISODE_STEPS[env_id_for(args)] if args.input == "scripted" else TELEOP_MAX_STEPS
     try:
         steps_per_frame(args.fps)
     except ValueError as e:
@@ -607,17 +631,21 @@ def parse_args(argv=None) -> argparse.Namespace:
             problem = f"{root} is a file, not a dataset folder"
         elif any(root.iterdir()) and not (args.resume or args.overwrite):
             problem = (f"{root} already exists and is not empty; pass --resume to append episodes to it, "
-                       "--overwrite to delete and re-record it, or choose another --output_dir")
+                       "--overwrite to delete and re-record it, or choose another --output-dir")
         elif any(root.iterdir()) and not is_lerobot_dataset(root):
             problem = (f"{root} is not a LeRobot dataset (no meta/info.json): "
-                       + ("nothing to resume" if args.resume else "refusing to delete it") + "; choose another --output_dir")
+                       + ("nothing to resume" if args.resume else "refusing to delete it") + "; choose another --output-dir")
     if problem:
-        p.error(f"argument --output_dir: {problem}")
+        p.error(f"argument --output-dir: {problem}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.verbose:
+        mujoco_rendering.print_backend()
+    else:
+        quiet_third_party_output()
     k = steps_per_frame(args.fps)
     source = None
     if args.input != "scripted":  # fail on a missing device before creating anything on disk

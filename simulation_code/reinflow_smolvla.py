@@ -29,7 +29,8 @@ over the K transitions only. Why it matters: the policy gradient credits only th
 noise eps_k, never x_0. A small BC policy's action can depend strongly on x_0 (measured here: the
 same fixed-block episode succeeds for 27-63% of x_0 draws), and then success is mostly decided
 by x_0, which is pure noise for the gradient: PPO did not improve such a policy in 50-70k env
-steps, and it did within a few iterations with s = 0 (README, "ReinFlow fine-tuning"). The
+steps, and it did within a few iterations with s = 0 (an earlier measurement whose fixed-block run
+does not reproduce with today's code; docs/experiments/2026-11-21-reinflow-flow-findings.md). The
 policy's own sampler uses the same s (``VLAPolicyInterface.init_noise_scale``), so training and
 deployment see the same chain start.
 
@@ -54,6 +55,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+
+from vla_policy_interface import euler_mean, euler_sample
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -256,13 +259,11 @@ def sample_chain(policy, noise_head: NoiseHead | None, batch: dict, num_steps: i
     b = _batch_size(batch)
     x = noise if noise is not None else policy.sample_noise(b, generator=generator)
     mask = noise_mask(policy, x.device)
-    dt = -1.0 / num_steps
     chain = [x]
     logp = start_log_density(policy, x, mask)
     sig_sum = 0.0
     for k in range(num_steps):
-        t = torch.full((b,), 1.0 + k * dt, device=x.device)
-        mean = x + dt * policy.denoise_step(prefix, x, t)
+        mean = euler_mean(policy, prefix, x, k, num_steps)
         if deterministic:
             x = mean
         else:
@@ -291,14 +292,11 @@ def chain_log_prob(policy, noise_head: NoiseHead, batch: dict, chain: torch.Tens
     prefix = policy.build_prefix(batch)
     b = chain.shape[0]
     mask = noise_mask(policy, chain.device)
-    dt = -1.0 / k_steps
     logp = start_log_density(policy, chain[:, 0], mask)
     ent = torch.zeros(b, device=chain.device)
     sig = torch.zeros(b, device=chain.device)
     for k in range(k_steps):
-        xk = chain[:, k]
-        t = torch.full((b,), 1.0 + k * dt, device=chain.device)
-        mean = xk + dt * policy.denoise_step(prefix, xk, t)
+        mean = euler_mean(policy, prefix, chain[:, k], k, k_steps)
         std = noise_head(policy.expert_hidden())
         logp = logp + (gaussian_log_density(chain[:, k + 1], mean, std) * mask).sum(dim=(1, 2))
         ent = ent + ((0.5 * (1.0 + LOG_2PI) + torch.log(std)) * mask).sum(dim=(1, 2))
@@ -667,15 +665,12 @@ def bc_regulariser(agent: ReinFlowAgent, batch: dict, generator: torch.Generator
     x = pol.sample_noise(b, generator=generator)
     xr = x.clone()
     k = agent.cfg.num_steps
-    dt = -1.0 / k
     prefix = pol.build_prefix(batch)
     with torch.no_grad():
         ref_prefix = ref.build_prefix(batch)
+        xr = euler_sample(ref, ref_prefix, xr, k)
     for i in range(k):
-        t = torch.full((b,), 1.0 + i * dt, device=x.device)
-        x = x + dt * pol.denoise_step(prefix, x, t)
-        with torch.no_grad():
-            xr = xr + dt * ref.denoise_step(ref_prefix, xr, t)
+        x = euler_mean(pol, prefix, x, i, k)
     m = noise_mask(pol, x.device)
     return (((x - xr) ** 2) * m).sum() / (m.sum() * b)
 

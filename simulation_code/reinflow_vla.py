@@ -6,9 +6,11 @@ and ``pi0``; the engine itself (reinflow_smolvla.py) is the same for every polic
 
 * **Per-model settings** (:data:`VLA_SETTINGS`, the spec's table): SmolVLA minibatch 8, gradient
   accumulation 15, policy lr 5e-6; Pi0 minibatch 2, accumulation 30, lr 2.5e-6, gradient
-  checkpointing on; PPO clip 0.01 for both; checkpoint file ``reinflow_checkpoint.pt`` /
-  ``reinflow_pi0_checkpoint.pt``; device ``auto``. Applied unless the flag is on the command line
-  (:func:`apply_model_settings`), printed at start. The flow policy never goes through here.
+  checkpointing on; PPO clip 0.01 for both; checkpoint file ``outputs/reinflow/reinflow_checkpoint.pt``
+  / ``outputs/reinflow/reinflow_pi0_checkpoint.pt`` under the repository root; device ``auto``.
+  train_reinflow.py builds its parser with these as the defaults of ``--model-type`` (so ``--help``
+  after ``--model-type pi0`` shows Pi0's); a flag on the command line wins; :func:`describe_settings`
+  is the line printed at start.
 * **Presets** (``--trainable``): the VLM is always frozen. ``expert``: the action expert
   transformer + action in/out projections + action-time MLP + state projection + noise head;
   ``heads``: only the projections, time MLP and noise head (the adapters'
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -45,17 +46,18 @@ import so101_mujoco_utils as u
 import torch
 
 VLA_MODEL_TYPES = ("smolvla", "pi0")
-#: The spec's per-model training settings (shared/reference/001, "Training Settings Comparison").
+#: Default folder of train_reinflow.py's checkpoints (and their CSV logs, evaluation videos), all
+#: model types: ``outputs/`` at the repository root is git-ignored, so no default overwrites a
+#: tracked file.
+REINFLOW_OUTPUT_DIR = u.REPO_ROOT / "outputs" / "reinflow"
+#: The spec's per-model training settings ("Training Settings Comparison"); train_reinflow.py's
+#: parser defaults for ``--model-type smolvla`` / ``pi0``.
 VLA_SETTINGS: dict[str, dict[str, Any]] = {
     "smolvla": {"batch_size": 8, "grad_accum": 15, "policy_lr": 5e-6, "gradient_checkpointing": False, "clip": 0.01,
-                "checkpoint": Path("reinflow_checkpoint.pt"), "device": "auto"},
+                "checkpoint": REINFLOW_OUTPUT_DIR / "reinflow_checkpoint.pt", "device": "auto"},
     "pi0": {"batch_size": 2, "grad_accum": 30, "policy_lr": 2.5e-6, "gradient_checkpointing": True, "clip": 0.01,
-            "checkpoint": Path("reinflow_pi0_checkpoint.pt"), "device": "auto"},
+            "checkpoint": REINFLOW_OUTPUT_DIR / "reinflow_pi0_checkpoint.pt", "device": "auto"},
 }
-#: setting -> the command-line flags that override it.
-SETTING_FLAGS = {"batch_size": ("--batch-size",), "grad_accum": ("--grad-accum",), "policy_lr": ("--policy-lr",),
-                 "gradient_checkpointing": ("--gradient-checkpointing", "--no-gradient-checkpointing"),
-                 "clip": ("--clip",), "checkpoint": ("--checkpoint",), "device": ("--device",)}
 PRESETS = ("expert", "heads")
 VLA_CHECKPOINT_KIND = "delta"
 
@@ -67,12 +69,13 @@ def add_vla_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--trainable", default="expert", choices=PRESETS,
                    help="what trains besides the noise head (VLM always frozen): expert = action expert + "
                         "projections + time MLP; heads = projections + time MLP only (default %(default)s)")
-    g.add_argument("--gradient-checkpointing", dest="gradient_checkpointing", action="store_true", default=None,
-                   help="recompute each denoising step's activations in backward (default: on for pi0, off for smolvla)")
-    g.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false")
+    g.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each denoising step's activations in backward (the --model-type default: on for "
+                        "pi0, off for smolvla)")
     g.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
                    help="camera image size (pixels, square, 16-480)")
-    g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (lerobot_vla_adapter.FRAMES)")
+    g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (lerobot_vla_adapter.FRAMES; "
+                                                   "auto: the recorded one)")
     g.add_argument("--camera-map", type=cli_args.camera_map, default=None, help="sim camera -> checkpoint image key (see run_mujoco_simulation.py)")
     g.add_argument("--task", type=cli_args.task_string, default=None, help="language instruction, one line (default: the checkpoint's training task)")
     g.add_argument("--n-action-steps", type=cli_args.positive_int, default=None, help="actions executed per chunk (default: the checkpoint's)")
@@ -82,34 +85,20 @@ def add_vla_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def explicit_flags(argv: list[str] | None) -> set[str]:
-    """Long options present on the command line (``--flag`` and ``--flag=value`` forms)."""
-    argv = sys.argv[1:] if argv is None else argv
-    return {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-
-
-def apply_model_settings(args: argparse.Namespace, argv: list[str] | None, verbose: bool = True) -> dict:
-    """Set the per-model defaults of :data:`VLA_SETTINGS` on ``args`` for every setting whose flag
-    is not on the command line; print the resulting table. Returns {setting: (value, source)}.
+def describe_settings(args: argparse.Namespace) -> str:
+    """The line train_reinflow.py prints at start for a VLA: each :data:`VLA_SETTINGS` value in
+    ``args``, marked ``(default)`` where it equals the ``--model-type`` default, plus the preset and
+    image size.
 
     Raises:
         ValueError: ``args.model_type`` is not a VLA.
     """
     if args.model_type not in VLA_SETTINGS:
         raise ValueError(f"{args.model_type!r} has no VLA settings")
-    given = explicit_flags(argv)
-    table = {}
-    for key, default in VLA_SETTINGS[args.model_type].items():
-        if any(f in given for f in SETTING_FLAGS[key]) and getattr(args, key, None) is not None:
-            table[key] = (getattr(args, key), "flag")
-        else:
-            setattr(args, key, default)
-            table[key] = (default, f"{args.model_type} default")
-    if verbose:
-        print(f"[reinflow {args.model_type}] settings: " + ", ".join(
-            f"{k}={v}{'' if src == 'flag' else ' (default)'}" for k, (v, src) in table.items())
-              + f", trainable={args.trainable}, image_size={args.image_size}")
-    return table
+    parts = [f"{k}={getattr(args, k)}{' (default)' if getattr(args, k) == v else ''}"
+             for k, v in VLA_SETTINGS[args.model_type].items()]
+    return (f"[reinflow {args.model_type}] settings: " + ", ".join(parts)
+            + f", trainable={args.trainable}, image_size={args.image_size}")
 
 
 # ---------------------------------------------------------------------- policies
@@ -126,24 +115,37 @@ def adapter_class(model_type: str):
     raise ValueError(f"{model_type!r} is not a VLA type ({', '.join(VLA_MODEL_TYPES)})")
 
 
+#: Appended to the offline message of train_reinflow.py (no VLA weights cached, no Hub): training
+#: that needs no download at all.
+OFFLINE_TRAINING_HINT = ("To train offline on a CPU with no download, use the small flow policy and its shipped BC "
+                         "checkpoint (from simulation_code/):\n"
+                         "  python train_reinflow.py --model-type flow --init-checkpoint checkpoints/flow_bc.pt "
+                         "--parallel-envs 2 --iterations 60")
+
+
 def load_policy(model_type: str, path: str | None, *, device: str | None = "auto", frame: str = "auto",
                 camera_map=None, task: str | None = None, n_action_steps: int | None = None,
-                gradient_checkpointing: bool | None = None, verbose: bool = True):
+                gradient_checkpointing: bool | None = None, verbose: bool = True, offline_hint: str = "",
+                frame_source: str | None = None, camera_map_source: str | None = None):
     """Load the base VLA (float weights, never quantized: they train) through its adapter.
+    ``frame_source`` / ``camera_map_source``: where a non-default ``frame`` / ``camera_map`` came
+    from when not from the command line (printed and recorded; lerobot_vla_adapter.resolve_frame).
 
     Raises:
         SystemExit: the adapter cannot load it (offline without weights, wrong type, ...), with
-            the adapter's message.
+            the adapter's message (plus ``offline_hint`` when the weights are unavailable offline).
     """
-    from lerobot_vla_adapter import PolicyLoadError
+    from lerobot_vla_adapter import PolicyLoadError, PolicyUnavailableOffline
 
     cls = adapter_class(model_type)
     try:
         return cls.load(path or cls.DEFAULT_PATH, device=device, frame=frame or "auto", camera_map=camera_map,
                         task=task, quantize=False, n_action_steps=n_action_steps,
-                        gradient_checkpointing=gradient_checkpointing, debug_inferences=0, verbose=verbose)
+                        gradient_checkpointing=gradient_checkpointing, debug_inferences=0, verbose=verbose,
+                        frame_source=frame_source, camera_map_source=camera_map_source)
     except (PolicyLoadError, ValueError, ImportError) as e:
-        raise SystemExit(f"--model-type {model_type}: {e}") from e
+        hint = f"\n{offline_hint}" if offline_hint and isinstance(e, PolicyUnavailableOffline) else ""
+        raise SystemExit(f"--model-type {model_type}: {e}{hint}") from e
 
 
 def load_training_policy(args, ckpt: dict | None = None):
@@ -159,10 +161,14 @@ def load_training_policy(args, ckpt: dict | None = None):
     if ckpt is not None and ckpt.get("vla_checkpoint") != VLA_CHECKPOINT_KIND:
         raise SystemExit(f"--resume: {args.resume} is not a {args.model_type} ReinFlow checkpoint")
     path = args.policy_path or base.get("path")
-    policy = load_policy(args.model_type, path, device=args.device, frame=args.frame if args.frame != "auto" else
-                         base.get("frame", "auto"), camera_map=args.camera_map or base.get("camera_map"),
+    frame, cmap = args.frame if args.frame != "auto" else base.get("frame", "auto"), args.camera_map or base.get("camera_map")
+    recorded = "recorded in the resumed ReinFlow checkpoint"
+    policy = load_policy(args.model_type, path, device=args.device, frame=frame, camera_map=cmap,
                          task=args.task or base.get("task"), n_action_steps=args.n_action_steps or base.get("n_action_steps"),
-                         gradient_checkpointing=args.gradient_checkpointing, verbose=getattr(args, "_is_main", True))
+                         gradient_checkpointing=args.gradient_checkpointing, verbose=getattr(args, "_is_main", True),
+                         offline_hint=OFFLINE_TRAINING_HINT,
+                         frame_source=recorded if args.frame == "auto" and base.get("frame") else None,
+                         camera_map_source=recorded if not args.camera_map and base.get("camera_map") else None)
     if ckpt is not None:
         if ckpt["trainable_preset"] != args.trainable:
             print(f"resume: --trainable {ckpt['trainable_preset']} (from the checkpoint; {args.trainable} ignored)")
@@ -323,10 +329,13 @@ def load_for_inference(ckpt: dict, args) -> Any:
     base = ckpt["base_policy"]
     get = lambda name: getattr(args, name, None)
     frame = get("frame")
+    recorded = "recorded in the ReinFlow checkpoint"
     policy = load_policy(ckpt["model_type"], get("policy_path") or base["path"], device=get("device") or "auto",
                          frame=base["frame"] if frame in (None, "auto") else frame,
                          camera_map=get("camera_map") or base.get("camera_map"), task=get("task") or base.get("task"),
-                         n_action_steps=get("n_action_steps") or base.get("n_action_steps"), verbose=True)
+                         n_action_steps=get("n_action_steps") or base.get("n_action_steps"), verbose=True,
+                         frame_source=recorded if frame in (None, "auto") and base.get("frame") else None,
+                         camera_map_source=recorded if not get("camera_map") and base.get("camera_map") else None)
     apply_checkpoint(policy, ckpt)
     for p in policy.model.parameters():
         p.requires_grad_(False)
@@ -498,9 +507,11 @@ __all__ = [
     "PRESETS",
     "VLA_SETTINGS",
     "Distributed",
+    "OFFLINE_TRAINING_HINT",
+    "REINFLOW_OUTPUT_DIR",
     "add_vla_args",
     "apply_checkpoint",
-    "apply_model_settings",
+    "describe_settings",
     "base_policy_info",
     "checkpoint_fields",
     "discard_episode",

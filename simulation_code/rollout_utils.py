@@ -55,6 +55,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--report", type=cli_args.output_path, default=None,
                         help="write a one-page evaluation report here (report.html + figures + summary.json); "
                              "videos go to REPORT/videos unless --video-dir is given")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also print setup details (the OpenGL backend chosen)")
     return parser
 
 
@@ -217,6 +218,77 @@ class VideoWriter:
         self._writer.close()
         os.replace(self._tmp, self.path)
         return self.path
+
+
+#: Control steps an evaluation video goes on after a success (1 s at 10 Hz), so the lift is visible.
+VIDEO_TAIL_STEPS = int(round(u.CONTROL_HZ))
+
+
+def record_success_tail(env, video: "VideoWriter | None", action, success: bool, steps: int = VIDEO_TAIL_STEPS) -> int:
+    """After an episode ended on a success (the env terminates on it), step the simulation
+    ``steps`` more control steps holding the last commanded ``action`` and append each frame to
+    ``video``, so the video shows the block held up for about a second. The frames go to the video
+    only: the episode's return, length and success are already final, the steps bypass the
+    wrappers (time limit, reward) and the policy is not called (its randomness stays untouched).
+    Nothing happens without a video, without a success, or once the simulation diverges.
+
+    Returns:
+        the number of frames appended.
+    """
+    if video is None or not success or action is None:
+        return 0
+    base = env.unwrapped
+    n = 0
+    for _ in range(steps):
+        _, _, _, unstable, _ = base.step(np.asarray(action))
+        if unstable:
+            break
+        video.append(base.render())
+        n += 1
+    return n
+
+
+def video_recording_env(env, video: "VideoWriter", camera: str | None = None):
+    """``env`` wrapped so that every reset and step appends the frame of ``camera`` (default: the
+    side camera) to ``video``, and an episode that ends on a success goes on for
+    :func:`record_success_tail` frames, for episode loops that are not written out here
+    (reinflow_smolvla.evaluate: train_reinflow.py's evaluation video)."""
+    import gymnasium as gym
+
+    class _Recording(gym.Wrapper):
+        def reset(self, **kwargs):
+            out = self.env.reset(**kwargs)
+            video.append(self.env.unwrapped.render())
+            return out
+
+        def step(self, action):
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            video.append(self.env.unwrapped.render())
+            record_success_tail(self.env, video, action, bool(terminated and info.get("is_success")))
+            return obs, reward, terminated, truncated, info
+
+    env.unwrapped.render_camera = camera or u.CAMERAS["camera3"]
+    return _Recording(env)
+
+
+def repo_path(path) -> str:
+    """``path`` as recorded in summary files: relative to the repository root (POSIX) when it lies
+    inside it, else absolute, so a summary names no developer's directory; a relative path that
+    does not exist (a Hub id such as ``lerobot/smolvla_base``) is returned unchanged. Inverse:
+    :func:`resolve_repo_path`."""
+    if not Path(path).is_absolute() and not Path(path).exists():
+        return str(path)
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(u.REPO_ROOT).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def resolve_repo_path(text) -> Path:
+    """A path from a summary file (:func:`repo_path`): a relative one is under the repository root."""
+    p = Path(text)
+    return p if p.is_absolute() else u.REPO_ROOT / p
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -6,13 +6,16 @@ Copy-paste (from simulation_code/):
         --video-dir ../outputs/videos --summary-json ../outputs/summary.json
 
 Prints a progress bar over episodes and one result line; writes one mp4 per episode
-(``--video-dir``), a JSON summary (``--summary-json``) and, with ``--report DIR``, a one-page
-HTML evaluation report (eval_report.py). Episode i uses seed SEED+i, so a run is
+(``--video-dir``; after a success the video goes on for about 1 s, holding the last action, so
+the lift is visible: the reported length, return and success end at the success), a JSON
+summary (``--summary-json``; paths in it are relative to the repository root) and, with
+``--report DIR``, a one-page HTML evaluation report with an animated preview of each episode
+(eval_report.py). Episode i uses seed SEED+i, so a run is
 reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``scripted`` the
 scripted expert.
 
 VLAs (options: ``--policy-path --camera-map --task --frame --quantize/--no-quantize --device
---n-action-steps``; README "VLA policies (SmolVLA, Pi0)"):
+--n-action-steps``; docs/vla.md):
 
     python run_mujoco_simulation.py --headless                      # lerobot/smolvla_base
     python run_mujoco_simulation.py --model-type pi0 --headless     # lerobot/pi0
@@ -43,7 +46,7 @@ import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     parser.add_argument("--model-type", default=ru.DEFAULT_MODEL_TYPE, choices=ru.MODEL_TYPES,
                         help="policy to run (default: %(default)s)")
     ru.add_run_args(parser)
@@ -55,9 +58,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def _portable_info(info: dict) -> dict:
+    """A VLA load report for the summary: its local paths relative to the repository root."""
+    return {k: (ru.repo_path(v) if k in ("policy_path", "policy_dir") and v else v) for k, v in info.items()}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not args.headless and not mujoco_rendering.has_display():
+    if args.verbose:
+        mujoco_rendering.print_backend()
+    if not args.headless and not mujoco_rendering.has_display():  # before the scene is built
         print("No display found: add --headless (videos still work with --video-dir).", file=sys.stderr)
         return 2
     make_kwargs = {"render_mode": None if args.headless else "human"}
@@ -87,7 +97,7 @@ def main(argv=None) -> int:
             video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
             if video:
                 video.append(env.unwrapped.render())
-            ep_return, length, success, done, unstable = 0.0, 0, False, False, False
+            ep_return, length, success, done, unstable, terminated = 0.0, 0, False, False, False, False
             while not done:
                 action = policy.act(obs, env)
                 report.add_step(i, action)
@@ -99,10 +109,11 @@ def main(argv=None) -> int:
                 done = terminated or truncated
                 if video:
                     video.append(env.unwrapped.render())
+            tail = ru.record_success_tail(env, video, action, bool(terminated and success))  # video only
             episodes.append({
                 "seed": seed, "return": ep_return, "length": length, "success": bool(success),
                 "sim_unstable": unstable, "block_start": env.unwrapped.initial_block_pos.tolist(),
-                "video": str(video.close()) if video else None,
+                "video": ru.repo_path(video.close()) if video else None, "video_tail_frames": tail,
             })
             rate = sum(e["success"] for e in episodes) / len(episodes)
             bar.set_postfix(success=f"{rate:.0%}", ret=f"{ep_return:.1f}")
@@ -110,7 +121,7 @@ def main(argv=None) -> int:
         env.close()
     summary = ru.summarize(episodes, policy.name, {
         "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
-        **({"policy_info": policy.describe()} if hasattr(policy, "describe") else {}),
+        **({"policy_info": _portable_info(policy.describe())} if hasattr(policy, "describe") else {}),
     })
     eval_report.finish_run(args, summary, report)
     return 0

@@ -2,11 +2,14 @@
 
 Copy-paste (from simulation_code/):
 
-    python run_reinflow_inference.py --checkpoint checkpoints/flow_reinflow.pt --episodes 10 --headless \
+    python run_reinflow_inference.py --episodes 10 --headless \
         --video-dir ../outputs/reinflow_videos --summary-json ../outputs/reinflow_summary.json
 
+``--checkpoint`` defaults to the shipped ReinFlow policy, simulation_code/checkpoints/flow_reinflow.pt.
+
 Same episode options as run_mujoco_simulation.py (rollout_utils.add_run_args: episodes, seed,
-env id, max steps, headless, videos, summary JSON). Episode i is reset with seed SEED+i and the
+env id, max steps, headless, videos (going on about 1 s after a success), summary JSON with paths
+relative to the repository root, report). Episode i is reset with seed SEED+i and the
 sampler's noise is seeded with the same number, so every episode is reproducible. The policy
 runs the deterministic ODE sampler (the noise head is dropped at deployment) unless
 ``--stochastic`` samples with the checkpoint's ReinFlow noise head. The first 3 inferences print
@@ -35,11 +38,15 @@ import so101_mujoco_utils as u
 from reinflow_smolvla import NoiseHead, sample_chain
 
 DEBUG_INFERENCES = 3
+#: The shipped ReinFlow flow policy (benchmarks/reinflow_flow.py --ship), the default --checkpoint.
+SHIPPED_CHECKPOINT = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_reinflow.pt"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, type=cli_args.existing_file, help="BC (train_flow_bc.py) or ReinFlow (train_reinflow.py) checkpoint")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
+    p.add_argument("--checkpoint", type=cli_args.existing_file, default=str(SHIPPED_CHECKPOINT),
+                   help="BC (train_flow_bc.py) or ReinFlow (train_reinflow.py) checkpoint (default: the shipped "
+                        "ReinFlow flow policy, %(default)s)")
     p.add_argument("--model-type", default="auto", choices=("auto", "flow", "smolvla", "pi0"),
                    help="override the model type recorded in the checkpoint (default: auto-detect)")
     p.add_argument("--stochastic", action="store_true", help="sample with the ReinFlow noise head (ReinFlow checkpoints)")
@@ -70,12 +77,14 @@ def detect_model_type(ckpt: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)
+    if args.verbose:
+        mujoco_rendering.print_backend()
     if not args.headless and not mujoco_rendering.has_display():
         print("No display found: add --headless (videos still work with --video-dir).", file=sys.stderr)
         return 2
     try:
         ckpt = fp.load_checkpoint(args.checkpoint)  # any kind and model type of this repo
-    except fp.CheckpointError as e:  # unsafe, corrupt, missing, not ours: one line, status 2
+    except fp.CheckpointError as e:  # unsafe, corrupt, missing, a folder, not ours: one line, status 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     detected = detect_model_type(ckpt)
@@ -130,7 +139,7 @@ def main(argv=None) -> int:
             video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
             if video:
                 video.append(env.unwrapped.render())
-            ep_return, length, success, done, unstable = 0.0, 0, False, False, False
+            ep_return, length, success, done, unstable, terminated, a = 0.0, 0, False, False, False, False, None
             while not done:
                 t_inf = time.perf_counter()
                 batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()})
@@ -155,16 +164,17 @@ def main(argv=None) -> int:
                         video.append(env.unwrapped.render())
                     if done:
                         break
+            tail = ru.record_success_tail(env, video, a, bool(terminated and success))  # video only
             episodes.append({"seed": seed, "return": ep_return, "length": length, "success": bool(success),
                              "sim_unstable": unstable, "block_start": env.unwrapped.initial_block_pos.tolist(),
-                             "video": str(video.close()) if video else None})
+                             "video": ru.repo_path(video.close()) if video else None, "video_tail_frames": tail})
             rate = sum(e["success"] for e in episodes) / len(episodes)
             bar.set_postfix(success=f"{rate:.0%}", ret=f"{ep_return:.1f}")
     finally:
         env.close()
     summary = ru.summarize(episodes, name, {
         "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
-        "checkpoint": str(args.checkpoint), "checkpoint_kind": kind, "model_type": model_type,
+        "checkpoint": ru.repo_path(args.checkpoint), "checkpoint_kind": kind, "model_type": model_type,
         "stochastic": bool(args.stochastic), "num_denoise_steps": k, "inferences": n_inf,
     })
     eval_report.finish_run(args, summary, report)

@@ -9,7 +9,7 @@ Everything that more than one script needs lives here, defined once:
   degrees, z-score (un)normalisation, offsets from a LeRobot calibration file;
 * the task: block placement on reset, named reward terms and the success test.
 
-Frames used throughout (see README "Coordinate frames"):
+Frames used throughout (see docs/frames.md):
 
 * **MuJoCo frame**: joint angles in radians, zero at the middle of each joint's range (TheRobotStudio
   ``so101_new_calib.xml``); the gripper closes toward its lower limit.
@@ -73,7 +73,7 @@ GRIPPER_INDEX = 5
 HOME_POSE_LEROBOT = np.array([0.06, -100.21, 89.95, 66.46, -84.04, 1.0])
 
 #: Position-servo gains written into the scene, replacing the packaged kp=17.8 / no damping.
-#: Chosen with benchmarks/bench_actuators.py (README "Actuator gains"): with kp=17.8 the arm sags
+#: Chosen with benchmarks/bench_actuators.py (docs/experiments/2026-11-21-actuator-gains.md): with kp=17.8 the arm sags
 #: several degrees under gravity; kp=100, kv=2 tracks within 1 degree while every actuator force
 #: stays inside the STS3215's +-3.35 N m (the packaged forcerange, kept).
 ACTUATOR_KP = 100.0
@@ -112,6 +112,34 @@ BLOCK_BODY = "red_block"
 BLOCK_HALF_SIZE = 0.0125  # m (2.5 cm cube, model/scene.xml)
 #: Default block centre, world frame, metres (resting on the table).
 BLOCK_DEFAULT_POS = np.array([0.0, 0.3, BLOCK_HALF_SIZE])
+
+#: The one table of episode reset seeds by use, ``name: (first, stop)`` (stop exclusive). Reset seed s
+#: is the same episode on every run, so a policy is only ever scored on seeds it was not trained,
+#: demonstrated or selected on: held-out evaluation (run_mujoco_simulation.py --seed, the
+#: benchmarks' test episodes), scripted demonstrations (record_dataset.py --seed,
+#: train_flow_bc.py --demo-seed), monitoring = evaluation during training for checkpoint selection
+#: (train_reinflow.py --eval-seed), fresh = one-off confirmations never used for any choice, and
+#: ReinFlow's training rollouts (train_reinflow.TRAIN_SEED_BASE + ...). tests/test_seeds.py checks
+#: they are disjoint and that every default seed lies in its range.
+SEED_RANGES: dict[str, tuple[int, int]] = {
+    "held_out": (0, 5_000),
+    "demonstrations": (5_000, 20_000),
+    "monitoring": (20_000, 50_000),
+    "fresh": (50_000, 1_000_000),
+    "training": (1_000_000, 2**31 - 1),
+}
+
+
+def seed_block_problem(use: str, first: int, count: int) -> str | None:
+    """None when seeds ``first .. first + count - 1`` lie inside ``SEED_RANGES[use]``, else a message
+    naming the block, the allowed range and the use it would collide with."""
+    lo, hi = SEED_RANGES[use]
+    if lo <= first and first + count <= hi:
+        return None
+    others = [n for n, (a, b) in SEED_RANGES.items() if n != use and first < b and a < first + count]
+    clash = f" (overlaps the {', '.join(others)} seeds)" if others else ""
+    return (f"{use.replace('_', '-')} seeds {first}..{first + count - 1} leave their range {lo}..{hi - 1}{clash}; "
+            f"see so101_mujoco_utils.SEED_RANGES")
 #: Randomised placement (polar around the base): distance range (m) and angle range from +y (deg).
 BLOCK_DISTANCE_RANGE = (0.1, 0.3)
 BLOCK_ANGLE_RANGE_DEG = (-60.0, 60.0)

@@ -5,7 +5,7 @@ and the commanded joints (Options/Start or Ctrl-C quits)
 
     python teleop_gamepad.py
 
-Stick/button map (spec: shared/reference/001, "Gamepad Controls (DualShock 4)"; Xbox names in
+Stick/button map (the project spec's "Gamepad Controls (DualShock 4)"; Xbox names in
 brackets); sticks and triggers move their joint at up to ``teleop_common.JOINT_SPEED_RAD_S``:
 
     Left stick X / Y     shoulder pan (right = right) / shoulder lift (push = forward/down)

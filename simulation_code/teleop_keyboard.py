@@ -4,7 +4,7 @@ Copy-paste (from simulation_code/, needs a display): print the commanded joints 
 
     python teleop_keyboard.py
 
-Key map (spec: shared/reference/001, "Keyboard Controls"); each held key moves its joint at a
+Key map (the project spec's "Keyboard Controls"); each held key moves its joint at a
 fixed rate (``teleop_common.JOINT_SPEED_RAD_S``):
 
     Left/Right   shoulder pan left/right

@@ -2,9 +2,12 @@
 
 Copy-paste (from simulation_code/):
 
-    python record_dataset.py --input scripted --output_dir ../datasets/scripted_demos --num_episodes 50 --seed 1000
+    python record_dataset.py --input scripted --output-dir ../datasets/scripted_demos --num-episodes 50 --seed 1000
     python train_flow_bc.py --dataset ../datasets/scripted_demos --steps 3000 \
-        --checkpoint checkpoints/flow_bc.pt --eval-episodes 20
+        --checkpoint ../outputs/flow_bc.pt --eval-episodes 20
+
+The checkpoint defaults to ``outputs/flow_bc.pt`` at the repository root (git-ignored); the shipped
+``checkpoints/flow_bc.pt`` is never the default, so a run does not overwrite it.
 
 Without a recorded dataset (development), ``--scripted-episodes N`` generates N demonstrations in
 memory from the env and the scripted expert (seeds ``--demo-seed`` + j).
@@ -31,33 +34,41 @@ from tqdm import tqdm
 
 import cli_args
 import flow_policy as fp
+import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", type=cli_args.lerobot_dataset_dir, help="LeRobotDataset v3 folder recorded by record_dataset.py")
     src.add_argument("--scripted-episodes", type=cli_args.positive_int, help="generate this many demonstrations in memory instead")
-    p.add_argument("--demo-seed", type=int, default=100_000, help="first seed of in-memory demonstrations")
+    p.add_argument("--demo-seed", type=int, default=u.SEED_RANGES["demonstrations"][0],
+                   help="first seed of in-memory demonstrations (default %(default)s, so101_mujoco_utils.SEED_RANGES)")
     p.add_argument("--max-demo-episodes", type=cli_args.positive_int, default=None, help="use only the first N episodes of the data")
-    p.add_argument("--checkpoint", type=cli_args.output_path, default=Path("checkpoints/flow_bc.pt"), help="output checkpoint")
+    p.add_argument("--checkpoint", type=cli_args.output_path, default=u.REPO_ROOT / "outputs" / "flow_bc.pt",
+                   help="output checkpoint")
     p.add_argument("--steps", type=cli_args.positive_int, default=3000, help="gradient steps")
-    p.add_argument("--batch-size", type=cli_args.positive_int, default=256)
-    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3)
-    p.add_argument("--weight-decay", type=cli_args.nonneg_float, default=1e-6)
+    p.add_argument("--batch-size", type=cli_args.positive_int, default=256, help="minibatch (frames)")
+    p.add_argument("--lr", type=cli_args.positive_float, default=1e-3, help="Adam learning rate (cosine schedule)")
+    p.add_argument("--weight-decay", type=cli_args.nonneg_float, default=1e-6, help="Adam weight decay")
     p.add_argument("--seed", type=int, default=0, help="torch seed (init, batches, flow noise)")
-    p.add_argument("--chunk-size", type=cli_args.positive_int, default=fp.FlowPolicyConfig.chunk_size)
-    p.add_argument("--n-action-steps", type=cli_args.positive_int, default=fp.FlowPolicyConfig.n_action_steps)
-    p.add_argument("--hidden-dim", type=cli_args.positive_int, default=fp.FlowPolicyConfig.hidden_dim)
-    p.add_argument("--depth", type=cli_args.positive_int, default=fp.FlowPolicyConfig.depth)
+    p.add_argument("--chunk-size", type=cli_args.positive_int, default=fp.FlowPolicyConfig.chunk_size,
+                   help="actions predicted per chunk")
+    p.add_argument("--n-action-steps", type=cli_args.positive_int, default=fp.FlowPolicyConfig.n_action_steps,
+                   help="actions executed per chunk")
+    p.add_argument("--hidden-dim", type=cli_args.positive_int, default=fp.FlowPolicyConfig.hidden_dim, help="MLP width")
+    p.add_argument("--depth", type=cli_args.positive_int, default=fp.FlowPolicyConfig.depth, help="MLP blocks")
     p.add_argument("--num-denoise-steps", type=cli_args.positive_int, default=fp.FlowPolicyConfig.num_denoise_steps, help="K at inference")
-    p.add_argument("--action-mode", default="delta", choices=("delta", "absolute"))
+    p.add_argument("--action-mode", default="delta", choices=("delta", "absolute"),
+                   help="chunk targets relative to the current joints (delta) or absolute")
     p.add_argument("--init-noise-scale", type=cli_args.nonneg_float, default=fp.FlowPolicyConfig.init_noise_scale,
                    help="std of the sampler's start noise at inference (0 = deterministic sampler from x=0)")
     p.add_argument("--eval-episodes", type=cli_args.nonneg_int, default=0, help="evaluate on this many seeded episodes after training")
     p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
-    p.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0")
+    p.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0",
+                   help="env of --scripted-episodes and the evaluation")
     p.add_argument("--threads", type=cli_args.positive_int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core CPU)")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print setup details (the OpenGL backend chosen)")
     args = p.parse_args(argv)
     if args.n_action_steps > args.chunk_size:
         p.error(f"argument --n-action-steps: must be <= --chunk-size {args.chunk_size} (got {args.n_action_steps})")
@@ -79,6 +90,8 @@ def load_data(args) -> dict[str, np.ndarray]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.verbose:
+        mujoco_rendering.print_backend()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)

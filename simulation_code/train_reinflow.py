@@ -3,11 +3,10 @@
 Copy-paste (from simulation_code/), the small flow policy on a CPU:
 
     python train_reinflow.py --model-type flow --init-checkpoint checkpoints/flow_bc.pt \
-        --parallel-envs 2 --iterations 60 --no-render --headless \
-        --checkpoint ../outputs/reinflow/flow_reinflow.pt --log-csv ../outputs/reinflow/log.csv
-    # continue the same run exactly where it stopped:
-    python train_reinflow.py --model-type flow --resume ../outputs/reinflow/flow_reinflow.pt --iterations 80 \
-        --parallel-envs 2 --no-render --headless --checkpoint ../outputs/reinflow/flow_reinflow.pt
+        --parallel-envs 2 --iterations 60
+    # -> ../outputs/reinflow/flow_reinflow.pt (+ .csv log, _eval.mp4 video); continue that run
+    # exactly where it stopped (its settings are the defaults of a resumed run):
+    python train_reinflow.py --resume ../outputs/reinflow/flow_reinflow.pt --iterations 80
 
 One iteration = every env of a parallel_envs.RobustVectorEnv (one process per env, ``--parallel-envs``;
 a worker that dies, raises, hangs or returns NaN is restarted and its episode discarded) is reset with seeds derived from (``--seed``, iteration) and stepped ``--rollout-steps`` times;
@@ -28,13 +27,25 @@ states, RNG states, iteration and statistics history; written atomically.
 adapters on the three-camera observations (reinflow_vla.py: per-model settings, ``--trainable
 expert|heads``, checkpoints holding only the trained tensors + the base policy's path; image envs
 in parallel_envs.RobustVectorEnv, restarted on worker failure); ``accelerate launch
---num_processes P train_reinflow.py ...`` runs P ranks with all-reduced gradients (README, "ReinFlow
+--num_processes P train_reinflow.py ...`` runs P ranks with all-reduced gradients (docs/distributed.md, "ReinFlow
 for SmolVLA and Pi0"). The flow policy needs ``--init-checkpoint`` or ``--policy-path`` (a BC
 checkpoint from train_flow_bc.py).
 
-Rendering: training never opens a viewer (``--headless`` is accepted for compatibility);
-``--no-render`` disables the evaluation video that is otherwise written next to the checkpoint
-(``--eval-video``, first evaluation episode of the last evaluation).
+Outputs: everything defaults under ``outputs/reinflow/`` at the repository root (git-ignored):
+the checkpoint (``--checkpoint``; per model type, see below), its CSV log next to it
+(``CHECKPOINT.csv``) and, unless ``--no-render``, an evaluation video next to it
+(``CHECKPOINT_eval.mp4``): the final policy's deterministic episode on the first evaluation seed
+(``--eval-seed``; the first episode of the last evaluation when that ran at the end), continued
+about 1 s after a success so the lift is visible. Training never opens a viewer.
+
+Defaults depend on ``--model-type`` (batch size, gradient accumulation, learning rate, PPO clip,
+checkpoint file, device; docs/reinflow.md, "Per-model settings") and, with ``--resume``, on the run being
+continued: its algorithm settings, run shape (env, seed, envs, rollout steps, episode length),
+evaluation and VLA settings become the defaults. ``--help`` shows the values that will run for
+the ``--model-type`` / ``--resume`` on the same command line, e.g. ``train_reinflow.py
+--model-type flow --help``. Flags on the command line win, except that a resumed run keeps its checkpoint's
+algorithm settings and ``--trainable`` (a differing flag is reported and ignored); a run-shape
+flag that differs from the checkpoint's gets a warning.
 """
 
 from __future__ import annotations
@@ -63,19 +74,100 @@ import parallel_envs
 import so101_mujoco_utils as u
 from so101_gym_env import BlockCurriculum, check_reward_terms
 import reinflow_vla as rv
+import rollout_utils as ru
 from reinflow_smolvla import (ReinFlowAgent, ReinFlowConfig, RolloutBatch, compute_gae, critic_features, evaluate,
                               group_relative_advantages, ppo_update)
 
 MODEL_TYPES = ("smolvla", "pi0", "flow")
-#: Offsets that keep training, evaluation and demonstration seeds disjoint.
-TRAIN_SEED_BASE = 1_000_000
+#: ``--model-type`` when none is given (the spec's).
+DEFAULT_MODEL_TYPE = "smolvla"
+#: Per-model parser defaults of the flow policy (the VLAs': reinflow_vla.VLA_SETTINGS); the rest
+#: are the engine defaults (reinflow_smolvla.ReinFlowConfig). PPO clip 0.01, not the engine's 0.2:
+#: docs/experiments/2026-11-21-reinflow-flow-findings.md, a clip of 0.1-0.2 collapses the small flow policy (one update took a 55%
+#: policy to 0%), 0.01 keeps the updates inside the trust region.
+FLOW_SETTINGS = {"clip": 0.01, "checkpoint": rv.REINFLOW_OUTPUT_DIR / "flow_reinflow.pt", "device": "cpu",
+                 "gradient_checkpointing": False}
+#: Algorithm flags (dest -> ReinFlowConfig field): a resumed run keeps the checkpoint's values.
+ALGORITHM_FLAGS = {"denoise_steps": "num_steps", **{k: k for k in (
+    "sigma_min", "sigma_max", "sigma_max_final", "sigma_decay_iters", "clip", "gamma", "gae_lambda", "policy_lr",
+    "noise_lr", "critic_lr", "epochs", "batch_size", "grad_accum", "ent_coef", "bc_coef", "vf_coef", "target_kl",
+    "max_grad_norm", "critic_warmup_iters", "reward_scale", "reward_clip", "reward_terms", "advantage", "group_size",
+    "critic_extra_epochs", "critic_batch_size", "init_noise_scale")}}
+#: Further settings a resumed run keeps (with the algorithm flags and the block curriculum): a
+#: flag that differs is reported and ignored.
+RESUME_FIXED_FLAGS = ("trainable",)
+#: Settings whose stored value (the checkpoint's ``args``) is the default of a resumed run; a flag
+#: wins (the run-shape ones, RUN_SHAPE_FLAGS, with a warning when they differ).
+RESUME_DEFAULT_FLAGS = ("env_id", "max_episode_steps", "parallel_envs", "rollout_steps", "seed", "save_every",
+                        "eval_every", "eval_episodes", "eval_seed", "gradient_checkpointing", "image_size", "frame",
+                        "camera_map", "task", "n_action_steps")
+#: First env reset seed of the training rollouts (so101_mujoco_utils.SEED_RANGES["training"]):
+#: iteration i resets env j with TRAIN_SEED_BASE + (iteration_seed % 10**6) * n_envs + j.
+TRAIN_SEED_BASE = u.SEED_RANGES["training"][0]
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def model_defaults(model_type: str) -> dict:
+    """The parser defaults that differ by ``--model-type``: :data:`FLOW_SETTINGS` or
+    reinflow_vla.VLA_SETTINGS (batch size, grad accumulation, policy lr, clip, checkpoint, device,
+    gradient checkpointing); the flow policy's batch size, accumulation and lr are the engine's."""
+    return dict(FLOW_SETTINGS if model_type == "flow" else rv.VLA_SETTINGS[model_type])
+
+
+def resumed_settings(path, model_type: str | None = None) -> tuple[dict, dict]:
+    """The settings of the run stored in the ReinFlow checkpoint ``path``, as parser defaults:
+    ``(fixed, defaults)``. ``fixed``: the algorithm settings (its ``reinflow_config``, by flag
+    dest), ``trainable`` and the block curriculum, which a resumed run keeps; ``defaults``:
+    ``model_type`` and the :data:`RESUME_DEFAULT_FLAGS` stored in its ``args``, which flags may
+    change. ``({}, {})`` when ``path`` is None, not a readable ReinFlow checkpoint (train_reinflow
+    reports why when it loads it), or one of another model type than ``model_type``."""
+    if not path:
+        return {}, {}
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. a legacy file's "loads unchecked": said again when main loads it
+            ckpt = fp.load_checkpoint(path, kind="reinflow")
+    except Exception:  # noqa: BLE001  (refused / unreadable: main loads it again and prints the one-line reason)
+        return {}, {}
+    if model_type is not None and ckpt.get("model_type") != model_type:
+        return {}, {}
+    saved_args, cfg = ckpt.get("args") or {}, ckpt.get("reinflow_config") or {}
+    fixed = {dest: saved_args[dest] for dest in (*ALGORITHM_FLAGS, *RESUME_FIXED_FLAGS) if dest in saved_args}
+    for dest, field in ALGORITHM_FLAGS.items():
+        if field in cfg:  # what the resumed run uses (main rebuilds ReinFlowConfig from it)
+            value = cfg[field]
+            fixed[dest] = 0.0 if value is None and dest in ("target_kl", "reward_clip") else value
+    if "trainable_preset" in ckpt:
+        fixed["trainable"] = ckpt["trainable_preset"]
+    cur = ckpt.get("block_curriculum")
+    fixed["block_curriculum"] = cur is not None
+    if cur is not None:
+        fixed.update(curriculum_bins=tuple(cur["bins"]), curriculum_uniform=cur["uniform"], curriculum_decay=cur["decay"])
+    defaults = {k: saved_args[k] for k in RESUME_DEFAULT_FLAGS if k in saved_args}
+    if ckpt.get("model_type") in MODEL_TYPES:
+        defaults["model_type"] = ckpt["model_type"]
+    return fixed, defaults
+
+
+def _help_description(model_type: str, resume) -> str:
+    here = (f"Defaults shown below: those of --model-type {model_type}"
+            + (f" and of the run stored in --resume {resume}" if resume else "")
+            + ". They depend on --model-type; another's: train_reinflow.py --model-type "
+            + ("smolvla" if model_type == "flow" else "flow") + " --help.")
+    return __doc__ + "\n" + here
+
+
+def build_parser(model_type: str = DEFAULT_MODEL_TYPE, resumed: dict | None = None, add_help: bool = True,
+                 resume=None) -> argparse.ArgumentParser:
+    """The full parser, with the defaults of ``model_type`` (:func:`model_defaults`) and, for a
+    resumed run, ``resumed`` (:func:`resumed_settings`, both dicts merged) on top, so that
+    ``--help`` shows the values that will run."""
+    p = argparse.ArgumentParser(description=_help_description(model_type, resume), add_help=add_help,
+                                formatter_class=cli_args.DefaultsHelpFormatter)
     d = ReinFlowConfig()
     g = p.add_argument_group("policy and run")
-    g.add_argument("--model-type", default="smolvla", choices=MODEL_TYPES, help="policy type (default %(default)s)")
+    g.add_argument("--model-type", default=model_type, choices=MODEL_TYPES, help="policy type")
     g.add_argument("--policy-path", default=None, help="base policy: hub id / local dir (VLAs) or BC checkpoint (flow)")
     g.add_argument("--init-checkpoint", default=None,
                    help="BC checkpoint to start from (flow: same as --policy-path; a ReinFlow checkpoint is refused: "
@@ -83,42 +175,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--resume", default=None,
                    help="ReinFlow checkpoint of the same --model-type to continue exactly (model, optimizers, RNG, "
                         "history); a BC checkpoint is refused: start from it with --init-checkpoint")
-    g.add_argument("--checkpoint", type=cli_args.output_path, default=Path("reinflow_checkpoint.pt"), help="checkpoint to write")
-    g.add_argument("--iterations", type=cli_args.positive_int, default=None, help="stop after this many PPO iterations (total, incl. resumed)")
+    g.add_argument("--checkpoint", type=cli_args.output_path, default=None,
+                   help="checkpoint to write (its CSV log and evaluation video go next to it)")
+    g.add_argument("--iterations", type=cli_args.positive_int, default=None,
+                   help="stop after this many PPO iterations (total, incl. resumed; 100 when neither this nor --episodes "
+                        "is given)")
     g.add_argument("--episodes", type=cli_args.positive_int, default=None, help="alternatively stop after this many training episodes (total)")
     g.add_argument("--seed", type=int, default=0, help="seeds env resets, sampling noise, minibatches")
     g.add_argument("--parallel-envs", type=cli_args.positive_int, default=2,
                    help="env worker processes (parallel_envs.RobustVectorEnv: a failed worker is restarted); refused "
                         "when they would not fit in the available memory (about 1 GB each, cli_args.WORKER_MEMORY_MB)")
     g.add_argument("--rollout-steps", type=cli_args.positive_int, default=300, help="env steps per env per iteration")
-    g.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0")
+    g.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0", help="registered env id (envs/__init__.py)")
     g.add_argument("--max-episode-steps", type=cli_args.positive_int, default=None, help="override the registration's episode length")
     g.add_argument("--save-every", type=cli_args.positive_int, default=5, help="checkpoint every N iterations (and at the end)")
-    g.add_argument("--no-render", action="store_true", help="no evaluation video")
-    g.add_argument("--headless", action="store_true", help="accepted for compatibility: training never opens a viewer")
+    g.add_argument("--no-render", action="store_true",
+                   help="write no evaluation video (otherwise CHECKPOINT_eval.mp4 goes next to the checkpoint: the final "
+                        "policy's deterministic episode on --eval-seed)")
+    g.add_argument("--headless", action="store_true", help=argparse.SUPPRESS)  # deprecated: does nothing (warned)
     g.add_argument("--threads", type=cli_args.positive_int, default=1, help="torch CPU threads")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", help="torch device of the policy: cpu, cuda, mps, or auto (cuda > mps > cpu; VLAs)")
     a = p.add_argument_group("algorithm (ReinFlow + PPO)")
     a.add_argument("--denoise-steps", "-K", type=cli_args.int_range(1, 10), default=d.num_steps, help="K denoising steps (1-10)")
-    a.add_argument("--sigma-min", type=cli_args.positive_float, default=d.sigma_min)
-    a.add_argument("--sigma-max", type=cli_args.positive_float, default=d.sigma_max)
+    a.add_argument("--sigma-min", type=cli_args.positive_float, default=d.sigma_min, help="noise-head std lower bound")
+    a.add_argument("--sigma-max", type=cli_args.positive_float, default=d.sigma_max, help="noise-head std upper bound")
     a.add_argument("--sigma-max-final", type=cli_args.positive_float, default=None, help="decay sigma_max linearly to this value")
-    a.add_argument("--sigma-decay-iters", type=cli_args.positive_int, default=d.sigma_decay_iters)
-    a.add_argument("--clip", type=cli_args.positive_float, default=d.clip, help="PPO ratio clip (0.1-0.2 small policy, ~0.01 VLAs)")
+    a.add_argument("--sigma-decay-iters", type=cli_args.positive_int, default=d.sigma_decay_iters,
+                   help="iterations of the --sigma-max-final decay")
+    a.add_argument("--clip", type=cli_args.positive_float,
+                   help="PPO ratio clip; 0.01 for every model type (0.1-0.2 collapses the small flow policy: docs/experiments/ "
+                        "\"Findings\")")
     a.add_argument("--gamma", type=cli_args.float_range(0.0, 1.0), default=d.gamma, help="discount per decision (one executed chunk)")
-    a.add_argument("--gae-lambda", type=cli_args.float_range(0.0, 1.0), default=d.gae_lambda)
-    a.add_argument("--policy-lr", type=cli_args.nonneg_float, default=d.policy_lr)
-    a.add_argument("--noise-lr", type=cli_args.nonneg_float, default=d.noise_lr)
-    a.add_argument("--critic-lr", type=cli_args.nonneg_float, default=d.critic_lr)
+    a.add_argument("--gae-lambda", type=cli_args.float_range(0.0, 1.0), default=d.gae_lambda, help="GAE lambda")
+    a.add_argument("--policy-lr", type=cli_args.nonneg_float, default=d.policy_lr, help="policy Adam learning rate")
+    a.add_argument("--noise-lr", type=cli_args.nonneg_float, default=d.noise_lr, help="noise-head Adam learning rate")
+    a.add_argument("--critic-lr", type=cli_args.nonneg_float, default=d.critic_lr, help="critic Adam learning rate")
     a.add_argument("--epochs", type=cli_args.positive_int, default=d.epochs, help="PPO epochs per iteration")
     a.add_argument("--batch-size", type=cli_args.positive_int, default=d.batch_size, help="PPO minibatch size (decisions)")
     a.add_argument("--grad-accum", type=cli_args.positive_int, default=d.grad_accum, help="minibatches per optimizer step")
-    a.add_argument("--ent-coef", type=cli_args.float_range(), default=d.ent_coef)
+    a.add_argument("--ent-coef", type=cli_args.float_range(), default=d.ent_coef, help="entropy-bonus weight")
     a.add_argument("--bc-coef", type=cli_args.nonneg_float, default=d.bc_coef, help="BC regulariser weight toward the pretrained policy")
-    a.add_argument("--vf-coef", type=cli_args.nonneg_float, default=d.vf_coef)
+    a.add_argument("--vf-coef", type=cli_args.nonneg_float, default=d.vf_coef, help="value-loss weight")
     a.add_argument("--target-kl", type=cli_args.float_range(), default=d.target_kl, help="early-stop KL (<= 0 disables)")
-    a.add_argument("--max-grad-norm", type=cli_args.positive_float, default=d.max_grad_norm)
-    a.add_argument("--critic-warmup-iters", type=cli_args.nonneg_int, default=d.critic_warmup_iters)
+    a.add_argument("--max-grad-norm", type=cli_args.positive_float, default=d.max_grad_norm, help="gradient-norm clip")
+    a.add_argument("--critic-warmup-iters", type=cli_args.nonneg_int, default=d.critic_warmup_iters,
+                   help="first iterations update only the critic")
     a.add_argument("--reward-scale", type=cli_args.float_range(), default=d.reward_scale, help="reward multiplier before GAE")
     a.add_argument("--reward-clip", type=cli_args.float_range(), default=d.reward_clip,
                    help="clip scaled per-decision rewards to +-this (<= 0 disables)")
@@ -129,7 +230,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="gae: GAE with the critic; group: every env runs groups of --group-size consecutive episodes "
                         "from the same block position, and an episode's advantage is its return minus its group's mean "
                         "return (all its decisions share it; groups cut by the rollout end are dropped)")
-    a.add_argument("--group-size", type=int, default=8, help="episodes per block position with --advantage group")
+    a.add_argument("--group-size", type=int, default=d.group_size, help="episodes per block position with --advantage group")
     a.add_argument("--block-curriculum", action="store_true",
                    help="flow: draw training block positions by bin, more often where the training success is lower "
                         "(so101_gym_env.BlockCurriculum); evaluation stays uniform")
@@ -148,7 +249,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     e = p.add_argument_group("evaluation and logging")
     e.add_argument("--eval-every", type=cli_args.nonneg_int, default=5, help="evaluate every N iterations (0 = never)")
     e.add_argument("--eval-episodes", type=cli_args.nonneg_int, default=20, help="0 = no evaluation")
-    e.add_argument("--eval-seed", type=int, default=0, help="first seed of the fixed evaluation episodes")
+    e.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["monitoring"][0],
+                   help="first seed of the fixed evaluation episodes (default %(default)s: monitoring seeds, disjoint "
+                        "from the held-out test seeds, so101_mujoco_utils.SEED_RANGES)")
     e.add_argument("--eval-at-start", action="store_true", help="also evaluate before the first iteration")
     e.add_argument("--keep-best", action="store_true",
                    help="also keep the checkpoint with the best evaluation success so far as CHECKPOINT_best.pt "
@@ -156,10 +259,45 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--log-csv", type=cli_args.output_path, default=None, help="CSV of per-iteration statistics (default: next to the checkpoint)")
     e.add_argument("--tensorboard", type=cli_args.output_path, default=None, help="TensorBoard log dir (needs the tensorboard package)")
     e.add_argument("--wandb", action="store_true", help="log to Weights & Biases (needs wandb)")
-    e.add_argument("--wandb-project", default="so101-reinflow")
+    e.add_argument("--wandb-project", default="so101-reinflow", help="W&B project")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.add_argument("-v", "--verbose", action="store_true", help="also print setup details (the OpenGL backend chosen)")
     rv.add_vla_args(p)
+    p.set_defaults(**{**model_defaults(model_type), **(resumed or {})})
+    return p
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line in two stages: ``--model-type`` and ``--resume`` first (with the full
+    parser, so abbreviations resolve the same way), then the full parser built with that model
+    type's defaults and, on ``--resume``, the stored run's (:func:`build_parser`); ``--help`` comes
+    from the second. A resumed run's algorithm settings that a flag tries to change are reported on
+    stderr and kept (the run continues with its checkpoint's, as its optimizer states require)."""
+    first = build_parser(add_help=False)
+    first.set_defaults(model_type=None)
+    known, _ = first.parse_known_args(argv)
+    fixed, defaults = resumed_settings(known.resume, known.model_type)
+    model_type = known.model_type or defaults.get("model_type") or DEFAULT_MODEL_TYPE
+    p = build_parser(model_type, {**defaults, **fixed}, resume=known.resume if fixed or defaults else None)
     args = p.parse_args(argv)
+    for dest, value in fixed.items():
+        if hasattr(args, dest) and not _same(getattr(args, dest), value):
+            if rv.Distributed.launcher_rank() == 0:
+                flag = "--" + dest.replace("_", "-")
+                print(f"WARNING (resume): {flag} {getattr(args, dest)!r} ignored: a resumed run keeps its checkpoint's "
+                      f"{value!r}; start a new run from a BC checkpoint (--init-checkpoint) to change it", file=sys.stderr)
+            setattr(args, dest, value)
+    if isinstance(args.curriculum_bins, list):
+        args.curriculum_bins = tuple(args.curriculum_bins)
+    if args.headless and rv.Distributed.launcher_rank() == 0:
+        print("warning: --headless is deprecated and does nothing in train_reinflow.py (training never opens a viewer)",
+              file=sys.stderr)
     if args.iterations is None and args.episodes is None:
         args.iterations = 100
     problem = cli_args.policy_path_problem(args.init_checkpoint or args.policy_path, args.model_type,
@@ -320,9 +458,28 @@ def resume_run_differences(args, saved_args: dict) -> list[str]:
     return out
 
 
+def write_eval_video(agent, env_fn, seed: int, path: Path) -> Path:
+    """The evaluation video (train_reinflow.py without ``--no-render``): the agent's deterministic
+    episode on ``seed`` (the same episode as evaluation episode ``seed`` of reinflow_smolvla.evaluate)
+    in an env from ``env_fn``, filmed by the side camera, going on about 1 s after a success
+    (rollout_utils.record_success_tail); written to ``path`` (mp4). Returns ``path``."""
+    video = ru.VideoWriter(path)
+    try:
+        evaluate(agent, lambda: ru.video_recording_env(env_fn(), video), [seed])
+    finally:
+        video.close()
+    return path
+
+
 def iteration_seed(seed: int, iteration: int) -> int:
     """Seed of everything random in ``iteration`` (env resets, chains, minibatches)."""
     return (seed * 1_000_003 + iteration * 7919 + 17) % (2**31 - 1)
+
+
+def train_reset_seeds(it_seed: int, n_envs: int) -> list[int]:
+    """Reset seeds of the ``n_envs`` training envs in the iteration seeded ``it_seed``: consecutive
+    blocks from :data:`TRAIN_SEED_BASE`, inside so101_mujoco_utils.SEED_RANGES["training"]."""
+    return [TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)]
 
 
 def rng_states() -> dict:
@@ -345,8 +502,11 @@ def _stack_obs(items: list[dict]) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.model_type != "flow":  # per-model settings first: they choose the device
-        rv.apply_model_settings(args, argv, verbose=rv.Distributed.launcher_rank() == 0)
+    if rv.Distributed.launcher_rank() == 0:
+        if args.verbose:
+            mujoco_rendering.print_backend()
+        if args.model_type != "flow":  # the per-model settings this run uses (parser defaults unless flagged)
+            print(rv.describe_settings(args))
     dist = rv.Distributed(cpu=args.device == "cpu" or not torch.cuda.is_available()) if rv.Distributed.requested() else None
     rank, is_main = (dist.rank, dist.is_main) if dist is not None else (0, True)
     args._is_main = is_main
@@ -370,12 +530,8 @@ def main(argv=None) -> int:
     if ckpt is not None and ckpt.get("reinflow_config"):
         cfg = ReinFlowConfig(**{f.name: ckpt["reinflow_config"][f.name] for f in fields(ReinFlowConfig)
                                 if f.name in ckpt["reinflow_config"]})
-        print("resume: algorithm settings from the checkpoint (command-line algorithm flags ignored)")
-        args.reward_terms, args.advantage, args.group_size = cfg.reward_terms, cfg.advantage, cfg.group_size
-        saved_cur = ckpt.get("block_curriculum")
-        args.block_curriculum = saved_cur is not None
-        if saved_cur is not None:
-            args.curriculum_bins = tuple(saved_cur["bins"])
+        # parse_args made the checkpoint's algorithm settings (and block curriculum) this run's values
+        print("resume: algorithm settings from the checkpoint")
         for msg in resume_run_differences(args, ckpt.get("args") or {}):
             print(f"WARNING (resume): {msg}", file=sys.stderr)
     else:
@@ -490,7 +646,7 @@ def main(argv=None) -> int:
             # a seeded reset also starts a new group of episodes (--advantage group)
             # --block-curriculum: this iteration's bin weights, from the training success so far
             block_weights = curriculum.weights() if curriculum is not None else None
-            obs, _ = vec.reset(seed=[TRAIN_SEED_BASE + it_seed % 1_000_000 * n_envs + j for j in range(n_envs)],
+            obs, _ = vec.reset(seed=train_reset_seeds(it_seed, n_envs),
                                options=None if block_weights is None else {"block_bin_weights": block_weights})
             ep_count = np.zeros(n_envs, int)
             queues: list[list[np.ndarray]] = [[] for _ in range(n_envs)]
@@ -631,6 +787,10 @@ def main(argv=None) -> int:
             tb.close()
         if wb is not None:
             wb.finish()
+    if is_main and not args.no_render:
+        video = write_eval_video(agent, eval_env_fn, args.eval_seed,
+                                 args.checkpoint.with_name(args.checkpoint.stem + "_eval.mp4"))
+        print(f"evaluation video (seed {args.eval_seed}, deterministic) -> {video}")
     if getattr(args, "debug_state_dir", None) is not None:  # tests: this rank's weights
         rv.write_debug_state(args.debug_state_dir, rank, policy, agent)
     if n_discarded:

@@ -13,8 +13,12 @@ Conventions (all implementations):
   the joint limits. Each implementation converts to and from the frame its checkpoint was trained
   in (``frame`` attribute) in one place.
 * Flow matching follows LeRobot: x(t=1) is Gaussian noise, x(t=0) the (normalised, padded) action
-  chunk, Euler steps ``x <- x + dt * v(x, t)`` with ``dt = -1/K``. The ReinFlow engine owns the
-  denoising loop and calls :meth:`denoise_step`; it never re-implements a policy's network.
+  chunk, Euler steps ``x <- x + dt * v(x, t)`` with ``dt = -1/K`` on the grid ``t_k = 1 + k dt``.
+  The grid and the step live in one place, :func:`euler_time` / :func:`euler_mean`; the
+  deterministic sampler :func:`euler_sample` is LeRobot's own
+  ``lerobot.policies.common.flow_matching.euler_integrate``. The ReinFlow engine's noisy chain,
+  its log-prob recomputation and its BC regulariser step with :func:`euler_mean`, and it calls
+  :meth:`denoise_step`; it never re-implements a policy's network.
 * Flow-space tensors are (B, chunk_size, max_action_dim); only the first ``action_dim`` entries
   of the last axis are real joints (the rest is padding, e.g. 32 for the VLAs).
 """
@@ -27,6 +31,28 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def euler_time(step: int, num_steps: int, batch: int, device) -> torch.Tensor:
+    """Flow time of Euler step ``step`` of ``num_steps``: ``t = 1 + step * dt`` with ``dt = -1/K``,
+    as a float32 (batch,) tensor (LeRobot's grid: t = 1 noise -> t = 0 action)."""
+    return torch.full((batch,), 1.0 + step * (-1.0 / num_steps), dtype=torch.float32, device=device)
+
+
+def euler_mean(policy: "VLAPolicyInterface", prefix: Any, x: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+    """One Euler step from ``x`` (B, chunk, max_action_dim) at :func:`euler_time` ``step``:
+    ``x + dt * v(x, t)`` with ``dt = -1/num_steps`` (the mean of a ReinFlow transition)."""
+    t = euler_time(step, num_steps, x.shape[0], x.device)
+    return x + (-1.0 / num_steps) * policy.denoise_step(prefix, x, t)
+
+
+def euler_sample(policy: "VLAPolicyInterface", prefix: Any, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Deterministic sampler: ``num_steps`` Euler steps from ``noise`` at t = 1 to t = 0, by LeRobot's
+    ``euler_integrate`` (the same grid and arithmetic as :func:`euler_mean`). Returns
+    (B, chunk, max_action_dim) flow-space actions."""
+    from lerobot.policies.common.flow_matching import euler_integrate
+
+    return euler_integrate(lambda x, t: policy.denoise_step(prefix, x, t), noise, num_steps)
 
 
 class VLAPolicyInterface(ABC):
@@ -88,12 +114,7 @@ class VLAPolicyInterface(ABC):
         """
         batch = self.prepare_batch(_add_batch_axis(observation), task or self.task)
         prefix = self.build_prefix(batch)
-        x = noise if noise is not None else self.sample_noise(1)
-        k = self.num_denoise_steps
-        dt = -1.0 / k
-        for i in range(k):
-            t = torch.full((x.shape[0],), 1.0 + i * dt, device=x.device)
-            x = x + dt * self.denoise_step(prefix, x, t)
+        x = euler_sample(self, prefix, noise if noise is not None else self.sample_noise(1), self.num_denoise_steps)
         return self.to_mujoco_actions(x, batch)[0]
 
     def select_action(self, observation: dict, task: str | None = None) -> np.ndarray:

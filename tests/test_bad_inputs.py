@@ -87,7 +87,7 @@ ROWS = [
     ("record_dataset", REC + ["--image-size", "0"], "argument --image-size: must be an integer in [16, 480]", False),
     ("record_dataset", REC + ["--max-steps", "0"], "argument --max-steps: must be an integer >= 1", False),
     ("record_dataset", ["--input", "scripted", "--output_dir", "{tmp}/new_dataset", "--num_episodes", "0"],
-     "argument --num_episodes/--num-episodes: must be an integer >= 1", False),
+     "argument --num-episodes/--num_episodes: must be an integer >= 1", False),
     ("record_dataset", ["--input", "nope", "--output_dir", "{tmp}/new_dataset"], "argument --input: invalid choice", False),
     ("record_dataset", ["--input", "scripted", "--output_dir", "{notds}"], "already exists and is not empty", True),
     ("record_dataset", ["--input", "scripted", "--output_dir", "{fakeds}"], "pass --resume to append episodes", False),

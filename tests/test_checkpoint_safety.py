@@ -34,7 +34,7 @@ SHIPPED_WEIGHTS = {SHIPPED_BC: "c5ac16e7169b763047036d30b3a3ad4f9668fc21f9e1a781
 WEIGHT_KEYS = ("policy_state", "noise_head_state", "critic_state", "ref_policy_state")
 UNSAFE = "is not a checkpoint written by this repo, or an unsafe pickle: refused without running it"
 TINY_RL = ["--model-type", "flow", "--rollout-steps", "12", "--max-episode-steps", "10", "--eval-every", "0",
-           "--batch-size", "4", "--epochs", "1", "--critic-warmup-iters", "1", "--quiet", "--no-render", "--headless",
+           "--batch-size", "4", "--epochs", "1", "--critic-warmup-iters", "1", "--quiet", "--no-render",
            "--save-every", "1", "--seed", "5", "--parallel-envs", "1", "--policy-lr", "1e-3"]
 
 
@@ -307,9 +307,10 @@ def test_a_legacy_v1_checkpoint_loads_with_a_warning(tmp_path):
 
 
 # ---------------------------------------------------------------------- SIGKILL while saving
-#: The training runs are subprocesses (a real SIGKILL) with fork-started env workers: fast, and
-#: safe in a fresh process that holds no GL context.
-TRAIN = [sys.executable, "train_reinflow.py", *TINY_RL, "--env-start-method", "fork"]
+#: The training runs are subprocesses (a real SIGKILL) with the default forkserver-started env
+#: workers: fork() in the multi-threaded training process is what Python 3.12 warns about ("use of
+#: fork() may lead to deadlocks in the child").
+TRAIN = [sys.executable, "train_reinflow.py", *TINY_RL]
 #: Runs train_reinflow.py (argv after MARKER); in its 2nd checkpoint save it first writes the
 #: complete archive to MARKER.reference.pt (what the uninterrupted run saves), then, at POINT,
 #: creates MARKER and waits for the test's SIGKILL: "write" = half of the archive written to

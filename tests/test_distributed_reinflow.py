@@ -32,7 +32,7 @@ def test_two_ranks_end_with_identical_weights(tiny_dirs, tmp_path):
            "--parallel-envs", "1", "--image-size", "32", "--max-episode-steps", "4", "--rollout-steps", "6",
            "--iterations", "1", "--eval-every", "0", "--critic-warmup-iters", "0", "--epochs", "1", "--batch-size", "2",
            "--grad-accum", "1", "--policy-lr", "1e-3", "--target-kl", "0", "--device", "cpu", "--quiet",
-           "--no-render", "--headless", "--checkpoint", str(ck), "--debug-state-dir", str(state_dir)]
+           "--no-render", "--checkpoint", str(ck), "--debug-state-dir", str(state_dir)]
     r = subprocess.run(cmd, cwd=SIM_DIR, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout + r.stderr

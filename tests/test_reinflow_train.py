@@ -17,7 +17,7 @@ import train_reinflow  # noqa: E402
 
 TINY_RL = ["--model-type", "flow", "--rollout-steps", "12", "--max-episode-steps", "10", "--eval-every", "1",
            "--eval-episodes", "1", "--batch-size", "4", "--epochs", "2", "--critic-warmup-iters", "1", "--quiet",
-           "--no-render", "--headless", "--save-every", "1", "--seed", "3", "--policy-lr", "1e-3"]
+           "--no-render", "--save-every", "1", "--seed", "3", "--policy-lr", "1e-3"]
 
 
 @pytest.fixture(scope="module")

@@ -68,28 +68,28 @@ def _snapshot(policy) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- settings
-def test_per_model_settings_and_flag_overrides(capsys):
+def test_per_model_settings_and_flag_overrides():
+    """The per-model settings are the parser's defaults for that --model-type (no post-parse
+    rewriting); flags win; the flow policy keeps the engine defaults except its own clip 0.01."""
     for model, want in (("smolvla", (8, 15, 5e-6, False, "reinflow_checkpoint.pt")),
                         ("pi0", (2, 30, 2.5e-6, True, "reinflow_pi0_checkpoint.pt"))):
-        argv = ["--model-type", model]
-        args = train_reinflow.parse_args(argv)
-        rv.apply_model_settings(args, argv)
+        args = train_reinflow.parse_args(["--model-type", model])
         assert (args.batch_size, args.grad_accum, args.policy_lr, args.gradient_checkpointing, args.checkpoint.name) == want
-        assert args.clip == 0.01 and args.trainable == "expert"
-    assert "batch_size=2" in capsys.readouterr().out  # printed at start
+        assert args.clip == 0.01 and args.trainable == "expert" and args.device == "auto"
+        assert args.checkpoint.parent == rv.REINFLOW_OUTPUT_DIR
+        assert "batch_size=%d (default)" % want[0] in rv.describe_settings(args)  # printed at start
     argv = ["--model-type", "pi0", "--batch-size", "3", "--policy-lr=1e-4", "--no-gradient-checkpointing",
             "--checkpoint", "x.pt"]
     args = train_reinflow.parse_args(argv)
-    table = rv.apply_model_settings(args, argv, verbose=False)
     assert (args.batch_size, args.grad_accum, args.policy_lr, args.gradient_checkpointing) == (3, 30, 1e-4, False)
-    assert str(args.checkpoint) == "x.pt" and table["batch_size"][1] == "flag" and table["grad_accum"][1] != "flag"
-    # the flow path keeps the engine defaults (apply_model_settings is never called for it)
+    line = rv.describe_settings(args)
+    assert str(args.checkpoint) == "x.pt" and "batch_size=3," in line and "grad_accum=30 (default)" in line
     flow = train_reinflow.parse_args(["--model-type", "flow"])
     d = ReinFlowConfig()
-    assert (flow.batch_size, flow.grad_accum, flow.policy_lr, flow.clip, flow.device) == (
-        d.batch_size, d.grad_accum, d.policy_lr, d.clip, "cpu")
+    assert (flow.batch_size, flow.grad_accum, flow.policy_lr, flow.device) == (d.batch_size, d.grad_accum, d.policy_lr, "cpu")
+    assert flow.clip == 0.01 != d.clip  # README finding: 0.1-0.2 collapses the small flow policy
     with pytest.raises(ValueError):
-        rv.apply_model_settings(flow, [])
+        rv.describe_settings(flow)
 
 
 # ----------------------------------------------------------------------------- the chain
@@ -297,7 +297,7 @@ def _tiny_rl(model, policy_dir, preset):
             "--image-size", str(IMG), "--max-episode-steps", "4", "--rollout-steps", "6", "--eval-every", "1",
             "--eval-episodes", "1", "--critic-warmup-iters", "0", "--epochs", "1", "--grad-accum", "1",
             "--batch-size", "4", "--policy-lr", "1e-3", "--target-kl", "0", "--device", "cpu", "--no-render",
-            "--headless", "--quiet", "--seed", "3", "--env-start-method", "forkserver"]
+            "--quiet", "--seed", "3", "--env-start-method", "forkserver"]
 
 
 @pytest.mark.parametrize("model,preset", [("smolvla", "expert"), ("pi0", "heads")])

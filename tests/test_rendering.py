@@ -21,15 +21,28 @@ def _backend(env_updates):
 
 
 def test_user_setting_wins():
-    chosen, err = _backend({"MUJOCO_GL": "osmesa", "SO101_QUIET_GL": ""})
-    assert chosen == "osmesa" and "set by the user" in err
+    chosen, err = _backend({"MUJOCO_GL": "osmesa", "SO101_VERBOSE_GL": "1"})
+    assert chosen == "osmesa" and "already set in the environment" in err
 
 
 def test_display_selects_native_and_headless_selects_egl_or_osmesa():
     assert _backend({"DISPLAY": ":0"})[0] == "glfw"
-    chosen, err = _backend({"SO101_QUIET_GL": ""})
+    chosen, err = _backend({"SO101_VERBOSE_GL": "1"})
     assert chosen in ("egl", "osmesa")
     assert "no display" in err
+
+
+def test_the_choice_is_quiet_by_default_and_a_child_process_does_not_call_it_the_users():
+    """Quiet unless asked (-v / SO101_VERBOSE_GL); a process that inherits this module's choice
+    (an env worker) says it was the parent's, not "set by the user"."""
+    chosen, err = _backend({})
+    assert chosen in ("egl", "osmesa") and "MUJOCO_GL" not in err
+    child = ("import mujoco_rendering, os, subprocess, sys; "
+             "sys.exit(subprocess.run([sys.executable, '-c', 'import mujoco_rendering; mujoco_rendering.print_backend()'])"
+             ".returncode)")
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "DISPLAY", "WAYLAND_DISPLAY", "SO101_MUJOCO_GL_AUTO")}
+    out = subprocess.run([sys.executable, "-c", child], cwd=SIM_DIR, env=env, capture_output=True, text=True, check=True)
+    assert "chosen by the parent process: no display" in out.stderr and "already set" not in out.stderr, out.stderr
 
 
 def test_fast_renderer_turns_off_shadows_and_multisampling_and_still_draws_the_scene():

@@ -7,6 +7,7 @@ import sys
 import imageio.v3 as iio
 import pytest
 
+import rollout_utils as ru
 import run_mujoco_simulation
 from conftest import SIM_DIR
 
@@ -27,9 +28,11 @@ def test_scripted_run_writes_videos_and_a_consistent_summary(tmp_path, capsys):
     assert 0 <= lo <= summary["success_rate"] <= hi <= 1
     for i, ep in enumerate(eps):
         video = videos / f"episode_{i:03d}.mp4"
-        assert ep["video"] == str(video)
+        assert ep["video"] == str(video.resolve())  # outside the repository: absolute
         frames = iio.imread(video, plugin="pyav")  # (T, H, W, 3)
-        assert len(frames) == ep["length"] + 1  # the reset frame plus one per step
+        # the reset frame, one per step, and ~1 s more after a success (tests/test_cli_truth.py)
+        assert len(frames) == ep["length"] + 1 + ep["video_tail_frames"]
+        assert ep["video_tail_frames"] == (ru.VIDEO_TAIL_STEPS if ep["success"] else 0)
         assert frames[0].shape == (480, 640, 3)
     assert not list(videos.glob("*.partial.mp4"))
     out = capsys.readouterr().out

@@ -30,7 +30,7 @@ def test_default_run_without_weights_prints_one_message_and_fails(empty_offline_
     assert err.count("error:") == 1 and "Traceback" not in err
     assert "lerobot/smolvla_base" in err  # which repo
     assert "HuggingFaceTB/SmolVLM2-500M-Video-Instruct" in err  # its backbone
-    assert "huggingface-cli download lerobot/smolvla_base" in err  # how to get it
+    assert "hf download lerobot/smolvla_base" in err  # how to get it
     assert "--policy-path" in err  # how to use a local copy
     assert "make_tiny_policies.py" in err
 
@@ -39,7 +39,7 @@ def test_pi0_message_names_the_gated_tokenizer(empty_offline_cache, capsys):
     rc = run_mujoco_simulation.main(["--model-type", "pi0", "--headless", "--max-steps", "1"])
     err = capsys.readouterr().err
     assert rc == 1
-    assert "huggingface-cli download lerobot/pi0" in err
+    assert "hf download lerobot/pi0" in err
     assert "google/paligemma-3b-pt-224" in err and "gated" in err
 
 
@@ -48,3 +48,16 @@ def test_missing_local_directory_is_not_treated_as_a_repo(empty_offline_cache):
         SmolVLAAdapter.load("../outputs/does_not_exist", device="cpu", verbose=False)
     with pytest.raises(lva.PolicyUnavailableOffline, match="someone/some_policy"):
         SmolVLAAdapter.load("someone/some_policy", device="cpu", verbose=False)
+
+
+def test_training_the_default_vla_offline_points_to_the_offline_flow_training_line(empty_offline_cache, capsys):
+    """train_reinflow.py with no flags (SmolVLA) offline without weights: one message, saying what
+    is missing and giving the command that trains offline on a CPU (the flow policy)."""
+    import train_reinflow
+
+    with pytest.raises(SystemExit) as e:
+        train_reinflow.main(["--iterations", "1", "--no-render", "--parallel-envs", "1", "--device", "cpu"])
+    msg = str(e.value.code)
+    assert "lerobot/smolvla_base" in msg and "hf download lerobot/smolvla_base" in msg
+    assert "python train_reinflow.py --model-type flow --init-checkpoint checkpoints/flow_bc.pt" in msg
+    assert "Traceback" not in capsys.readouterr().err
