@@ -221,10 +221,6 @@ class DurableRecording:
         info.data_files_size_in_mb = info.video_files_size_in_mb = 0  # a new file for every episode
 
     @property
-    def root_exists(self) -> bool:
-        return self.root.is_dir()
-
-    @property
     def meta(self):
         """LeRobot metadata of the dataset being recorded (published episodes + nothing pending)."""
         return self.ds.meta
@@ -241,18 +237,19 @@ class DurableRecording:
             self._fail(e)
 
     def _fail(self, e: Exception):
+        """Drop the (now unusable) writer and re-raise ``e``, as :class:`DiskFullError` when it is one."""
         self.ds = None
         if is_disk_full(e, self.staging.parent):
             raise DiskFullError(errno.ENOSPC, f"no space left on device while recording into {self.root}") from e
         raise e
 
-    def has_pending_frames(self) -> bool:
-        return self.ds.has_pending_frames()
-
-    def discard_episode(self) -> None:
-        """Drop the frames of the unfinished episode (nothing was published for it)."""
-        if self.ds.has_pending_frames():
-            self.ds.clear_episode_buffer()
+    def discard_episode(self) -> bool:
+        """Drop the frames of the unfinished episode (nothing was published for it); True when there
+        were any. A no-op after a failed save (the writer is gone; nothing of it was published)."""
+        if self.ds is None or not self.ds.has_pending_frames():
+            return False
+        self.ds.clear_episode_buffer()
+        return True
 
     def save_episode(self, before_publish: Callable[[Path], None] | None = None) -> int:
         """Encode and write the buffered episode, close its files and publish it; returns its index.

@@ -444,8 +444,7 @@ class Recorder:
               f"{time.perf_counter() - t0:.1f} s to encode and publish)", flush=True)
 
     def discard(self, why: str) -> None:
-        if self.ds.ds is not None and self.ds.has_pending_frames():
-            self.ds.discard_episode()
+        if self.ds.discard_episode():
             print(f"[record] discarded the unfinished episode ({why})", flush=True)
 
     def next_seed(self) -> int:
