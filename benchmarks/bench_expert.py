@@ -21,21 +21,17 @@ import mujoco_rendering  # noqa: E402,F401
 import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402,F401
-from scripted_expert import ScriptedExpert  # noqa: E402
+import policy_registry as pr  # noqa: E402
+import rollout_utils as ru  # noqa: E402
 
 
 def run(env_id: str, episodes: int, seed: int):
-    env = gym.make(env_id, obs_mode="state")
-    expert = ScriptedExpert(env.unwrapped.model)
+    env = gym.make(env_id, **pr.entry("scripted").env_kwargs)
+    expert = pr.ScriptedPolicy(env)
     results, t0 = [], time.perf_counter()
     for i in range(episodes):
-        env.reset(seed=seed + i)
-        expert.reset()
-        ret, steps, done, info = 0.0, 0, False, {}
-        while not done:
-            _, r, term, trunc, info = env.step(expert.act_in_env(env))
-            ret, steps, done = ret + r, steps + 1, term or trunc
-        results.append((seed + i, bool(info["is_success"]), ret, steps))
+        ep = ru.run_episode(env, expert, seed + i)
+        results.append((seed + i, ep["success"], ep["return"], ep["length"]))
     env.close()
     return results, (time.perf_counter() - t0) / episodes
 
@@ -48,7 +44,7 @@ def main() -> None:
     print(f"| {'env id':<26} | {'seeds':>9} | {'success':>7} | {'mean return':>11} | {'mean steps':>10} | {'s/episode':>9} |")
     print(f"|{'-' * 28}|{'-' * 11}|{'-' * 9}|{'-' * 13}|{'-' * 12}|{'-' * 11}|")
     failures = {}
-    for env_id in ("SO101PickPlace-v0", "SO101PickPlaceNoRandom-v0"):
+    for env_id in (envs.DEFAULT_ENV_ID, envs.FIXED_BLOCK_ENV_ID):
         res, per_ep = run(env_id, args.episodes, args.seed)
         n = len(res)
         wins = sum(r[1] for r in res)

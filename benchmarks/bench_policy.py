@@ -39,15 +39,12 @@ def worker(model_type: str, path: str, device: str, quantize: bool, repeats: int
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if model_type == "smolvla":
-        import lerobot.policies.smolvla.modeling_smolvla  # noqa: F401  (imports are not load time)
-        from smolvla_adapter import SmolVLAAdapter as cls
-    else:
-        import lerobot.policies.pi0.modeling_pi0  # noqa: F401
-        from pi0_adapter import PI0Adapter as cls
+    import policy_registry as pr
+
+    pr.policy_class(model_type)  # imports are not load time
     t0 = time.perf_counter()
     kwargs = {"quantize": quantize} if model_type == "pi0" else {}
-    policy = cls.load(path, device=device, verbose=False, debug_inferences=0, **kwargs)
+    policy = pr.load_policy(model_type, path, device=device, verbose=False, debug_inferences=0, **kwargs)
     load_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     obs = {u.OBS_STATE: np.zeros(6, np.float32)}

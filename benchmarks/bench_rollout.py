@@ -48,6 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SO101_QUIET_GL", "1")
 
 import mujoco_rendering  # noqa: F401
+import policy_registry as pr  # noqa: E402
 import numpy as np
 import torch
 
@@ -67,10 +68,10 @@ SPEC = {"smolvla": {"batch_size": 8, "grad_accum": 15, "gc": False}, "pi0": {"ba
 def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: int, start_method: str) -> list[dict]:
     import parallel_envs as pe
     import reinflow_vla as rv
-    from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig
+    from reinflow_engine import ReinFlowAgent, ReinFlowConfig
 
     agents = {}
-    for model in ("smolvla", "pi0"):
+    for model in pr.VLA_MODEL_TYPES:
         pol = rv.load_policy(model, str(tiny[model]), device="cpu", verbose=False)
         agents[model] = ReinFlowAgent(pol, ReinFlowConfig(num_steps=4), critic_input_dim=13, preset="expert")
     rows = []
@@ -98,7 +99,7 @@ def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: in
             t = time.perf_counter()
             done_steps = 0
             while done_steps < steps:
-                c, _ = agent.act(obs, gen)
+                c, _, _ = agent.act(obs, gen)
                 for j in range(min(k_exec, steps - done_steps)):
                     obs, *_ = vec.step(c[:, j])
                     done_steps += 1
@@ -168,7 +169,7 @@ def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: 
                   image_size: int = 256) -> dict:
     """Peak memory (GB) of one ReinFlow update: batch_size x grad_accum decisions, 1 epoch."""
     import reinflow_vla as rv
-    from reinflow_smolvla import (
+    from reinflow_engine import (
         ReinFlowAgent,
         ReinFlowConfig,
         RolloutBatch,
@@ -221,7 +222,7 @@ def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: 
 
 def bench_gpu(tiny: dict, work: Path) -> list[dict]:
     rows = []
-    for model in ("smolvla", "pi0"):
+    for model in pr.VLA_MODEL_TYPES:
         for preset in ("heads", "expert"):
             torch.cuda.empty_cache()
             policy = build_full_size(model, tiny[model], work, "cuda")
@@ -263,7 +264,7 @@ def main(argv=None) -> int:
         if args.memory_check_tiny:
             import reinflow_vla as rv
 
-            for model in ("smolvla", "pi0"):
+            for model in pr.VLA_MODEL_TYPES:
                 pol = rv.load_policy(model, str(tiny[model]), device="cpu", verbose=False)
                 r = update_memory(pol, model, "expert", SPEC[model]["batch_size"], 2, SPEC[model]["gc"], image_size=32)
                 print(f"  tiny {model}: {r}")

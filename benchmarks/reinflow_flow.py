@@ -6,9 +6,9 @@ Copy-paste (from the repository root):
 
 Steps (each one a subprocess running the project's own scripts, from simulation_code/):
  1. record scripted demonstrations with record_dataset.py (LeRobotDataset v3; block pose
-    reconstructed by replaying the recorded seeds, see flow_policy.load_lerobot_demonstrations);
+    reconstructed by replaying the recorded seeds, see demonstrations.load_lerobot_demonstrations);
  2. BC-train the flow policy deliberately short of mastery (30 demos, 1000 steps) with the
-    deterministic sampler starting at x_0 = 0 (``--init-noise-scale 0``, see reinflow_smolvla's
+    deterministic sampler starting at x_0 = 0 (``--init-noise-scale 0``, see reinflow_engine's
     docstring);
  3. evaluate it on ``--eval-episodes`` held-out seeded randomized episodes (seeds 0..N-1;
     demonstrations use seeds from 5000, ReinFlow training from 1,000,000) with the deterministic
@@ -132,9 +132,9 @@ def main(argv=None) -> int:
     before = json.loads((out / "eval_bc.json").read_text())
     after = json.loads((out / "eval_reinflow.json").read_text())
     sys.path.insert(0, str(SIM))
-    import flow_policy as fp  # safe load: weights_only + allowlist, content hash checked
+    import checkpoint_io as ckio  # safe load: weights_only + allowlist, content hash checked
 
-    hist = fp.load_checkpoint(rl, kind="reinflow", model_type="flow")["history"]
+    hist = ckio.load(rl, kind="reinflow", model_type="flow").history
     env_steps = hist[-1]["env_steps"] if hist else 0
     episodes = sum(h.get("episodes", 0) for h in hist)
     wall = time.perf_counter() - t_all

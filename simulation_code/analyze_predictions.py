@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 import cli_args
+import policy_registry as pr
 import rollout_utils as ru
 import so101_mujoco_utils as u
 
@@ -78,25 +79,6 @@ def joint_statistics(gt: np.ndarray, pred: np.ndarray) -> dict[str, list]:
     }
 
 
-def load_policy(model_type: str, args: argparse.Namespace):
-    """A :class:`vla_policy_interface.VLAPolicyInterface` for ``model_type`` (smolvla, pi0, flow).
-
-    Raises:
-        rollout_utils.PolicySetupError: the VLA cannot be loaded (``exit_code`` 1), or the flow
-            checkpoint is refused (``exit_code`` 2: flow_policy.load_checkpoint's message).
-    """
-    if model_type in ("smolvla", "pi0"):
-        return ru.load_vla_policy(model_type, args)
-    if model_type == "flow":
-        from flow_policy import CheckpointError, FlowPolicy
-
-        try:
-            return FlowPolicy.load(args.policy_path)
-        except CheckpointError as e:  # unsafe, corrupt, missing or not a flow checkpoint
-            raise ru.PolicySetupError(f"error: {e}", exit_code=2) from e
-    raise ValueError(f"--model-type {model_type!r} cannot be analysed offline; choose smolvla, pi0 or flow")
-
-
 def dataset_frames(dataset, episodes: list[int]):
     """Yield (episode, row index, frame dict) for the chosen episodes, in order."""
     cols = dataset.hf_dataset.with_format("numpy")
@@ -109,10 +91,10 @@ def dataset_frames(dataset, episodes: list[int]):
 def replayed_env_states(dataset) -> np.ndarray:
     """(N, 7) block pose per dataset row for datasets without ``observation.environment_state``
     (what the privileged flow policy needs), reconstructed by replaying each recorded episode
-    from its stored seed (flow_policy.load_lerobot_demonstrations)."""
-    import flow_policy as fp
+    from its stored seed (demonstrations.load_lerobot_demonstrations)."""
+    import demonstrations
 
-    demo = fp.load_lerobot_demonstrations(str(dataset.root))
+    demo = demonstrations.load_lerobot_demonstrations(str(dataset.root))
     cols = dataset.hf_dataset.with_format("numpy")
     order = np.lexsort((np.asarray(cols["frame_index"]), np.asarray(cols["episode_index"])))
     by_row = np.empty_like(demo["env_state"])
@@ -267,7 +249,7 @@ def analyze(policy, dataset, out_dir, episodes: list[int] | None = None, split_e
 
     Args:
         policy: any object with ``predict_action_chunk(observation, task) -> (chunk, 6)`` MuJoCo
-            radians (every :class:`vla_policy_interface.VLAPolicyInterface` has it).
+            radians (every :class:`flow_matching_policy.FlowMatchingPolicy` has it).
         dataset: a ``LeRobotDataset`` recorded by this repo (LeRobot units).
         episodes: episode indices to use (default: all).
         split_episodes: how many of the last chosen episodes form the validation split
@@ -338,7 +320,8 @@ def print_table(result: dict) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
-    p.add_argument("--model-type", required=True, choices=("smolvla", "pi0", "flow"), help="policy type")
+    p.add_argument("--model-type", required=True, choices=pr.REINFLOW_MODEL_TYPES,
+                   help="policy type (policy_registry.POLICIES; the flow policy needs --policy-path)")
     p.add_argument("--dataset", required=True, type=cli_args.lerobot_dataset_dir, help="LeRobotDataset root folder (recorded by record_dataset.py)")
     p.add_argument("--repo-id", default=None, help="dataset repo id (default: local/<folder name>; never contacted)")
     p.add_argument("--episodes", type=cli_args.nonneg_int, nargs="+", default=None, help="episode indices to analyse (default: all)")
@@ -366,9 +349,10 @@ def main(argv=None) -> int:
         print("--model-type flow needs --policy-path (a flow checkpoint .pt)", file=sys.stderr)
         return 2
     try:
-        policy = load_policy(args.model_type, args)
-    except ru.PolicySetupError as e:
-        print(str(e), file=sys.stderr)
+        options = pr.vla_options(args) if args.model_type in pr.VLA_MODEL_TYPES else {}
+        policy = pr.load_policy(args.model_type, args.policy_path, **options)
+    except pr.PolicySetupError as e:
+        print(f"error: {e}", file=sys.stderr)
         return e.exit_code  # 2: a refused checkpoint file
     dataset = LeRobotDataset(args.repo_id or f"local/{args.dataset.name}", root=args.dataset)
     result = analyze(policy, dataset, args.out, args.episodes, args.split_episodes, args.task, args.seed)

@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -130,7 +129,7 @@ def env_id(text: str) -> str:
 def camera_map(text: str) -> str:
     """An argparse ``type=`` for ``--camera-map``: checks the syntax (``camera1=key,...`` or a
     JSON object) and that every simulation camera named exists; returns the text unchanged (the
-    checkpoint's image keys are checked when the policy loads, lerobot_vla_adapter.resolve_camera_map)."""
+    checkpoint's image keys are checked when the policy loads, vla_frames.resolve_camera_map)."""
     import so101_mujoco_utils as u
 
     s = text.strip()
@@ -214,8 +213,6 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
-#: A Hugging Face Hub repo id (``owner/name``), as --policy-path accepts besides local folders.
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def policy_path_problem(path: str | None, model_type: str, flag: str = "--policy-path") -> str | None:
@@ -231,7 +228,11 @@ def policy_path_problem(path: str | None, model_type: str, flag: str = "--policy
         if p.is_dir():
             return f"argument {flag}: {path} is a folder, not a checkpoint file (.pt)"
         return None
-    if model_type in ("smolvla", "pi0") and not p.exists() and not (_HUB_ID.match(str(path)) and not str(path).startswith(".")):
+    import policy_registry
+    from hub_download import _REPO_ID  # a Hugging Face Hub repo id, owner/name
+
+    if model_type in policy_registry.VLA_MODEL_TYPES and not p.exists() and not (
+            _REPO_ID.match(str(path)) and not str(path).startswith(".")):
         return (f"argument {flag}: {path} is neither an existing local folder nor a Hugging Face Hub id "
                 "(owner/name)")
     return None

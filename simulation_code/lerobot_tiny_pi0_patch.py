@@ -16,8 +16,8 @@ and CPU benchmarks) cannot be expressed through ``PI0Config`` alone:
 restores them on exit, so a real Pi0 built later in the same process is untouched. Users:
 
 * ``make_tiny_policies.py`` (builds and saves the tiny Pi0);
-* ``pi0_adapter.py``, only when a checkpoint directory carries :data:`TINY_PI0_MARKER` (written by
-  the builder); real checkpoints never trigger it;
+* ``pi0_adapter.py``, only when a checkpoint directory carries ``pi0_adapter.TINY_PI0_MARKER``
+  (written by the builder); for real checkpoints this module is not even imported;
 * the tests (``tests/test_vla_*.py``).
 
 Checked against lerobot==0.6.1 / transformers==5.5.4; ``smolvla_modifications/check_lerobot_internals.py``
@@ -30,8 +30,7 @@ import contextlib
 import json
 from pathlib import Path
 
-#: File the builder writes into a tiny Pi0 directory: the architecture below, as JSON.
-TINY_PI0_MARKER = "tiny_pi0_architecture.json"
+from pi0_adapter import TINY_PI0_MARKER
 
 #: Gemma sizes used for both the PaliGemma language model and the action expert (``GemmaConfig``
 #: fields of lerobot's modeling_pi0). ``num_heads`` must stay 8 (hard-coded reshape, see above).
@@ -42,12 +41,13 @@ TINY_VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 
 
 
 def default_architecture(vocab_size: int) -> dict:
-    """The architecture dict stored in :data:`TINY_PI0_MARKER`: ``gemma``, ``vision``, ``vocab_size``."""
+    """The architecture dict stored in ``pi0_adapter.TINY_PI0_MARKER``: ``gemma``, ``vision``, ``vocab_size``."""
     return {"gemma": dict(TINY_GEMMA), "vision": dict(TINY_VISION), "vocab_size": int(vocab_size)}
 
 
 def read_architecture(policy_dir: str | Path) -> dict | None:
-    """The tiny architecture recorded in ``policy_dir`` (None for a real checkpoint)."""
+    """The tiny architecture recorded in ``policy_dir/tiny_pi0_architecture.json`` (None for a real
+    checkpoint, which has no such file)."""
     path = Path(policy_dir) / TINY_PI0_MARKER
     if not path.is_file():
         return None

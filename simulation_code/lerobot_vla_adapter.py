@@ -1,36 +1,36 @@
-"""What SmolVLA and Pi0 share when they run in the simulation: loading, frames, cameras, task.
+"""The adapter SmolVLA and Pi0 share in the simulation: :class:`LeRobotVLAAdapter`.
 
 ``smolvla_adapter.SmolVLAAdapter`` and ``pi0_adapter.PI0Adapter`` subclass :class:`LeRobotVLAAdapter`,
-which implements :class:`vla_policy_interface.VLAPolicyInterface` on top of stock lerobot==0.6.1
+which implements :class:`flow_matching_policy.FlowMatchingPolicy` on top of stock lerobot==0.6.1
 (no fork; which LeRobot internals are used is listed in smolvla_modifications/README.md).
 
-Loading (:meth:`LeRobotVLAAdapter.load`) takes a Hub id or a local policy directory, i.e. what
-``policy.save_pretrained`` + ``preprocessor.save_pretrained`` + ``postprocessor.save_pretrained``
-write (``config.json``, ``model.safetensors``, ``policy_preprocessor.json``,
-``policy_postprocessor.json`` and their ``*.safetensors`` stats). Optional extras of a local
-directory, all read by this module:
+Owned here: loading (:meth:`LeRobotVLAAdapter.load`: config, normalisation stats, weights with
+:func:`_verify_weights`, pre/post-processors), the batch/action conversions around the model, the
+action queue, debug output, trainable parameter groups, :func:`pick_device`, :class:`VLAPrefix`
+and :func:`reference_stats` (torch tensors). The jobs around it live in two torch-free modules:
 
-* ``so101_policy_meta.json`` (:data:`META_FILE`): the ``frame`` the checkpoint was trained in, the
-  training ``task`` and the ``camera_map`` used for training (:func:`write_policy_meta`);
+* hub_download.py: ``--policy-path`` -> a local directory (Hub cache / download, offline
+  messages), :class:`~hub_download.PolicyLoadError`, :class:`~hub_download.PolicyUnavailableOffline`;
+* vla_frames.py: the joint frames (``FRAMES``, ``FRAME_CHOICES``, ``resolve_frame``), the camera
+  map and the metadata file ``so101_policy_meta.json`` (``META_FILE``, ``write_policy_meta``).
+
+Loading takes a Hub id or a local policy directory, i.e. what ``policy.save_pretrained`` +
+``preprocessor.save_pretrained`` + ``postprocessor.save_pretrained`` write (``config.json``,
+``model.safetensors``, ``policy_preprocessor.json``, ``policy_postprocessor.json`` and their
+``*.safetensors`` stats). Optional extras of a local directory:
+
+* ``so101_policy_meta.json`` (vla_frames.META_FILE): frame, training task, camera map;
 * ``vlm/`` (SmolVLA): the VLM backbone's config/tokenizer/processor files, used instead of the
   Hub id in ``config.vlm_model_name``; ``tokenizer/`` (Pi0): used instead of
   ``google/paligemma-3b-pt-224``. With them a directory needs no Hugging Face cache at all.
 
-Frames (:data:`FRAMES`, chosen with ``--frame``, recorded in the run summary):
-
-* ``smolvla_absolute``: absolute servo degrees, ``degrees(q) + MUJOCO_TO_PHYSICAL_OFFSET``,
-  z-scored with the reference mean/std ``SMOLVLA_STATE_*``/``SMOLVLA_ACTION_*`` of
-  so101_mujoco_utils (shared/reference/000): what ``lerobot/smolvla_base`` was pretrained on.
-* ``lerobot_degrees``: LeRobot calibrated units (body joints in degrees, gripper 0..100), z-scored
-  with the checkpoint's own stats: checkpoints fine-tuned on this repo's datasets.
-* ``mujoco_radians``: MuJoCo radians with the checkpoint's own stats (checkpoints trained on
-  simulation rollouts that stored raw MuJoCo states).
+New code imports those names from hub_download / vla_frames; the ones this module uses itself
+(``PolicyLoadError``, ``resolve_frame``, ``resolve_camera_map``, ...) are still importable from here.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -41,54 +41,16 @@ import numpy as np
 import torch
 
 import so101_mujoco_utils as u
-from vla_policy_interface import VLAPolicyInterface
-
-# --------------------------------------------------------------------------------------------
-# Frames
-# --------------------------------------------------------------------------------------------
-
-FRAMES: tuple[str, ...] = ("smolvla_absolute", "lerobot_degrees", "mujoco_radians")
-#: Accepted by ``--frame``: a frame, or ``auto`` (recorded frame, else a per-checkpoint default).
-FRAME_CHOICES: tuple[str, ...] = ("auto", *FRAMES)
-#: The Hub checkpoint pretrained on the absolute-servo frame (reference 000).
-SMOLVLA_BASE_ID = "lerobot/smolvla_base"
-META_FILE = "so101_policy_meta.json"
-
-
-def _copy64(x) -> np.ndarray:
-    return np.asarray(x, dtype=np.float64).copy()
-
-
-#: frame -> (MuJoCo radians -> frame units, frame units -> MuJoCo radians); the conversions
-#: themselves live in so101_mujoco_utils.
-_FRAME_CONVERSIONS = {
-    "smolvla_absolute": (u.mujoco_to_smolvla_degrees, u.smolvla_degrees_to_mujoco),
-    "lerobot_degrees": (u.mujoco_to_lerobot, u.lerobot_to_mujoco),
-    "mujoco_radians": (_copy64, _copy64),
-}
-
-
-def _conversions(frame: str):
-    if frame not in _FRAME_CONVERSIONS:
-        raise ValueError(f"Unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
-    return _FRAME_CONVERSIONS[frame]
-
-
-def mujoco_to_frame(q_rad, frame: str) -> np.ndarray:
-    """MuJoCo radians (..., 6) -> the checkpoint frame's units (float64, same shape).
-
-    ``smolvla_absolute``: degrees + ``MUJOCO_TO_PHYSICAL_OFFSET``; ``lerobot_degrees``: degrees,
-    gripper 0..100 (``so101_mujoco_utils.mujoco_to_lerobot``); ``mujoco_radians``: unchanged.
-
-    Raises:
-        ValueError: unknown frame (lists :data:`FRAMES`).
-    """
-    return _conversions(frame)[0](q_rad)
-
-
-def frame_to_mujoco(x, frame: str) -> np.ndarray:
-    """Inverse of :func:`mujoco_to_frame`: frame units (..., 6) -> MuJoCo radians (not clipped)."""
-    return _conversions(frame)[1](x)
+from hub_download import PolicyLoadError, resolve_policy_dir
+from vla_frames import (
+    frame_to_mujoco,
+    mujoco_to_frame,
+    parse_camera_map,
+    read_policy_meta,
+    resolve_camera_map,
+    resolve_frame,
+)
+from flow_matching_policy import FlowMatchingPolicy
 
 
 def reference_stats() -> dict[str, dict[str, torch.Tensor]]:
@@ -100,265 +62,6 @@ def reference_stats() -> dict[str, dict[str, torch.Tensor]]:
         u.OBS_STATE: {"mean": f(u.SMOLVLA_STATE_MEAN), "std": f(u.SMOLVLA_STATE_STD)},
         "action": {"mean": f(u.SMOLVLA_ACTION_MEAN), "std": f(u.SMOLVLA_ACTION_STD)},
     }
-
-
-def resolve_frame(flag: str, meta: dict, policy_ref: str, source: str | None = None) -> tuple[str, str]:
-    """Pick the frame for a checkpoint; returns ``(frame, why)``, ``why`` is printed and recorded.
-
-    ``flag`` other than ``auto`` wins; ``why`` is ``source`` (where it came from, e.g. a ReinFlow
-    checkpoint's record), else ``--frame``. ``auto``: the frame recorded in :data:`META_FILE`, else
-    ``smolvla_absolute`` for ``lerobot/smolvla_base``, else ``lerobot_degrees`` (checkpoints
-    fine-tuned on LeRobot datasets, which store calibrated degrees).
-
-    Raises:
-        ValueError: unknown flag value or an unknown recorded frame.
-    """
-    if flag not in FRAME_CHOICES:
-        raise ValueError(f"--frame {flag!r} is not one of {', '.join(FRAME_CHOICES)}")
-    if flag != "auto":
-        why = source or "--frame"
-        if meta.get("frame") and meta["frame"] != flag:
-            why += f" (overrides the frame recorded in {META_FILE}: {meta['frame']})"
-        return flag, why
-    if meta.get("frame"):
-        if meta["frame"] not in FRAMES:
-            raise ValueError(f"{META_FILE} records an unknown frame {meta['frame']!r}; known: {', '.join(FRAMES)}")
-        return meta["frame"], f"recorded in the checkpoint's {META_FILE}"
-    if policy_ref.rstrip("/") == SMOLVLA_BASE_ID:
-        return "smolvla_absolute", f"default for {SMOLVLA_BASE_ID} (pretrained on absolute servo degrees)"
-    return "lerobot_degrees", ("default for fine-tuned checkpoints (LeRobot calibrated degrees); "
-                               "pass --frame smolvla_absolute|mujoco_radians if it was trained otherwise")
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoint metadata, cameras
-# --------------------------------------------------------------------------------------------
-
-
-def read_policy_meta(policy_dir: str | Path) -> dict:
-    """Contents of ``policy_dir/so101_policy_meta.json`` ({} when absent)."""
-    path = Path(policy_dir) / META_FILE
-    if not path.is_file():
-        return {}
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PolicyLoadError(f"{path} is not valid JSON ({e}); fix or delete it.") from e
-    return meta if isinstance(meta, dict) else {}
-
-
-def write_policy_meta(policy_dir: str | Path, frame: str, task: str | None = None,
-                      camera_map: dict[str, str] | None = None, **extra: Any) -> Path:
-    """Record how a checkpoint was trained, so loading it needs no guess (:data:`META_FILE`).
-
-    Args:
-        frame: one of :data:`FRAMES`.
-        task: the training task string.
-        camera_map: sim camera (``camera1|2|3``) -> the checkpoint's image feature key.
-        extra: more JSON-serialisable fields (e.g. ``dataset``).
-
-    Raises:
-        ValueError: unknown frame.
-    """
-    if frame not in FRAMES:
-        raise ValueError(f"Unknown frame {frame!r}; choose one of {', '.join(FRAMES)}")
-    meta = {"frame": frame, "task": task, "camera_map": camera_map, **extra}
-    path = Path(policy_dir) / META_FILE
-    path.write_text(json.dumps(meta, indent=2) + "\n")
-    return path
-
-
-def _full_image_key(key: str) -> str:
-    return key if key.startswith(u.OBS_IMAGE_PREFIX) else u.OBS_IMAGE_PREFIX + key
-
-
-def parse_camera_map(spec: str | dict | None) -> dict[str, str] | None:
-    """``--camera-map`` -> ``{sim camera: checkpoint image key}``.
-
-    Accepts ``"camera1=front,camera2=wrist"`` (short keys get the ``observation.images.`` prefix),
-    full keys, or a JSON object with the same content. None/empty -> None.
-
-    Raises:
-        ValueError: malformed entries (names the entry and the expected syntax).
-    """
-    if spec is None or (isinstance(spec, str) and not spec.strip()):
-        return None
-    if isinstance(spec, str):
-        s = spec.strip()
-        if s.startswith("{"):
-            try:
-                spec = json.loads(s)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--camera-map JSON is invalid ({e})") from e
-        else:
-            pairs = {}
-            for item in filter(None, (p.strip() for p in s.split(","))):
-                if "=" not in item:
-                    raise ValueError(f"--camera-map entry {item!r} must look like camera1=<checkpoint image key>")
-                src, dst = (x.strip() for x in item.split("=", 1))
-                pairs[src] = dst
-            spec = pairs
-    out = {}
-    for src, dst in spec.items():
-        src = src[len(u.OBS_IMAGE_PREFIX):] if src.startswith(u.OBS_IMAGE_PREFIX) else src
-        out[src] = _full_image_key(dst)
-    return out
-
-
-def resolve_camera_map(expected: list[str], spec: str | dict | None = None,
-                       recorded: dict | None = None, source: str | None = None) -> tuple[dict[str, str], str]:
-    """Map the simulation's cameras onto the image features a checkpoint expects.
-
-    Args:
-        expected: the checkpoint's image feature keys (``config.image_features``).
-        spec: the ``--camera-map`` value (see :func:`parse_camera_map`), or None.
-        recorded: the camera map recorded in the checkpoint's :data:`META_FILE`, or None.
-        source: where ``spec`` came from when not the command line (the ``why``; default
-            ``--camera-map``).
-
-    Returns:
-        ``({sim camera: checkpoint key}, why)``. Default (no spec, nothing recorded): every
-        expected ``observation.images.cameraN`` gets the simulation's ``cameraN``.
-
-    Raises:
-        ValueError: a sim camera that does not exist, a key the checkpoint does not expect, or an
-            expected key left unmapped; the message names the expected and available keys.
-    """
-    available = ", ".join(f"{k} ({v})" for k, v in u.CAMERAS.items())
-    exp_txt = ", ".join(expected) or "(none)"
-    cmap = parse_camera_map(spec)
-    why = source or "--camera-map"
-    if cmap is None and recorded:
-        cmap, why = parse_camera_map(recorded), f"recorded in the checkpoint's {META_FILE}"
-    if cmap is None:
-        cmap = {k[len(u.OBS_IMAGE_PREFIX):]: k for k in expected
-                if k.startswith(u.OBS_IMAGE_PREFIX) and k[len(u.OBS_IMAGE_PREFIX):] in u.CAMERAS}
-        why = "default (checkpoint keys named like the simulation's cameras)"
-    for src, dst in cmap.items():
-        if src not in u.CAMERAS:
-            raise ValueError(f"Camera map: the simulation has no camera {src!r}. Available: {available}. "
-                             f"The checkpoint expects: {exp_txt}.")
-        if dst not in expected:
-            raise ValueError(f"Camera map: the checkpoint has no image feature {dst!r}. "
-                             f"Expected keys: {exp_txt}. Available sim cameras: {available}.")
-    missing = [k for k in expected if k not in cmap.values()]
-    if missing:
-        example = ",".join(f"{c}={k[len(u.OBS_IMAGE_PREFIX):]}" for c, k in zip(u.CAMERAS, expected))
-        raise ValueError(
-            f"Camera map ({why}) leaves the checkpoint's image feature(s) {', '.join(missing)} without a "
-            f"camera. Expected keys: {exp_txt}. Available sim cameras: {available}. "
-            f"Pass e.g. --camera-map {example}")
-    return cmap, why
-
-
-# --------------------------------------------------------------------------------------------
-# Errors and Hub resolution
-# --------------------------------------------------------------------------------------------
-
-
-class PolicyLoadError(RuntimeError):
-    """A policy cannot be loaded; the message says why and what to do (printed without traceback)."""
-
-
-class PolicyUnavailableOffline(PolicyLoadError):
-    """Weights are not cached and the Hub cannot be reached."""
-
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-
-
-def _download_hint(model_type: str, repos: list[tuple[str, str, list[str] | None]], tiny_dir: str) -> str:
-    lines = [f"  hf download {r}" + "".join(f' --include "{p}"' for p in (pats or [])) for r, _, pats in repos]
-    needed = "; ".join(f"{r} ({what})" for r, what, _ in repos)
-    main = repos[0][0]
-    return (
-        f"Needed: {needed}.\n"
-        "On a machine with internet access:\n"
-        + "\n".join(lines) + "\n"
-        "then copy ~/.cache/huggingface/hub to this machine, or download into a folder\n"
-        f"  hf download {main} --local-dir {main.split('/')[-1]}\n"
-        f"and run with --policy-path /path/to/{main.split('/')[-1]}"
-        + (" (put the backbone files in /path/to/" + main.split('/')[-1]
-           + ("/vlm/" if model_type == "smolvla" else "/tokenizer/") + " to need no cache at all)"
-           if len(repos) > 1 else "")
-        + ".\n"
-        f"Offline smoke test with tiny random weights: python make_tiny_policies.py --out {tiny_dir} && "
-        f"python run_mujoco_simulation.py --model-type {model_type} --policy-path {tiny_dir}/{model_type} --headless"
-    )
-
-
-def ensure_hub_files(repo_id: str, model_type: str, what: str, allow_patterns: list[str] | None,
-                     all_repos: list[tuple[str, str, list[str] | None]], required: tuple[str, ...] = ()) -> Path:
-    """Local snapshot folder of ``repo_id``: from the Hugging Face cache, else downloaded.
-
-    Raises:
-        PolicyUnavailableOffline: not cached (or ``required`` files missing) and the Hub is
-            unreachable / ``HF_HUB_OFFLINE=1``; one message naming every repo in ``all_repos``
-            and the ``hf download`` commands.
-        PolicyLoadError: the repo does not exist or is gated.
-    """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    def _complete(p: str | Path) -> bool:
-        return all((Path(p) / f).exists() for f in required)
-
-    try:
-        path = snapshot_download(repo_id, local_files_only=True)
-        if _complete(path):
-            return Path(path)
-    except Exception:  # noqa: BLE001  (not cached: LocalEntryNotFoundError and friends)
-        pass
-    hint = _download_hint(model_type, all_repos, "../outputs/tiny_policies")
-    if _hub_offline():
-        raise PolicyUnavailableOffline(
-            f"Cannot load the {model_type} policy: {repo_id} ({what}) is not in the local Hugging Face cache "
-            f"and the Hub is unreachable (HF_HUB_OFFLINE=1).\n{hint}")
-    try:
-        path = snapshot_download(repo_id, allow_patterns=allow_patterns)
-    except GatedRepoError as e:
-        raise PolicyLoadError(
-            f"{repo_id} is gated: accept its licence on https://huggingface.co/{repo_id} and log in "
-            f"(hf auth login), or pass --policy-path with a local copy. ({e.__class__.__name__})") from e
-    except RepositoryNotFoundError as e:
-        raise PolicyLoadError(f"No Hugging Face repository {repo_id!r}: check --policy-path.") from e
-    except Exception as e:  # noqa: BLE001  (network errors of any kind)
-        raise PolicyUnavailableOffline(
-            f"Cannot load the {model_type} policy: {repo_id} ({what}) is not in the local Hugging Face cache "
-            f"and the Hub cannot be reached ({e.__class__.__name__}).\n{hint}") from e
-    if not _complete(path):
-        raise PolicyLoadError(f"{repo_id} has no {', '.join(required)}: is it a LeRobot {model_type} policy?")
-    return Path(path)
-
-
-def resolve_policy_dir(path: str, model_type: str, all_repos: list[tuple[str, str, list[str] | None]]) -> Path:
-    """``--policy-path`` -> a local directory with ``config.json`` and ``model.safetensors``.
-
-    An existing path is used as is; something shaped like ``owner/name`` is a Hub id
-    (:func:`ensure_hub_files`).
-
-    Raises:
-        PolicyLoadError: a path that does not exist / lacks the files.
-        PolicyUnavailableOffline: see :func:`ensure_hub_files`.
-    """
-    p = Path(path).expanduser()
-    if p.exists():
-        missing = [f for f in ("config.json", "model.safetensors") if not (p / f).is_file()]
-        if not p.is_dir() or missing:
-            raise PolicyLoadError(
-                f"--policy-path {path}: expected a LeRobot policy directory (config.json, model.safetensors, "
-                f"policy_preprocessor.json, policy_postprocessor.json); missing: {', '.join(missing) or 'not a directory'}.")
-        return p
-    if not _REPO_ID.match(path) or path.startswith((".", "/", "~")):
-        raise PolicyLoadError(f"--policy-path {path}: no such directory, and not a Hugging Face repo id (owner/name).")
-    return ensure_hub_files(path, model_type, "policy weights, config, processors", None, all_repos,
-                            required=("config.json", "model.safetensors"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,8 +91,8 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-class LeRobotVLAAdapter(VLAPolicyInterface):
-    """:class:`VLAPolicyInterface` for a LeRobot flow-matching VLA (subclasses set the class
+class LeRobotVLAAdapter(FlowMatchingPolicy):
+    """:class:`FlowMatchingPolicy` for a LeRobot flow-matching VLA (subclasses set the class
     attributes and the model-specific hooks). Construct with :meth:`load`.
 
     Extra attributes: ``policy`` (the LeRobot policy), ``preprocessor``/``postprocessor`` (its
@@ -399,7 +102,6 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
 
     #: Set by subclasses.
     model_type: str = ""
-    DEFAULT_PATH: str = ""
     POLICY_CLASS_PATH: tuple[str, str] = ("", "")
     #: Number of inferences with debug output (state in each frame, chunk ranges).
     DEBUG_INFERENCES = 3
@@ -467,11 +169,15 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
              camera_map_source: str | None = None) -> "LeRobotVLAAdapter":
         """Load a checkpoint (Hub id or local directory) with its own pre/post-processors.
 
+        Steps: :meth:`_load_config` (directory, device, config), the processor files, the frame
+        (``vla_frames.resolve_frame``), the normalisation stats (:func:`_normalisation_overrides`),
+        :meth:`_load_weights`, LeRobot's ``make_pre_post_processors``, the camera map and task.
+
         Args:
-            path: Hub id or directory (default :attr:`DEFAULT_PATH`).
+            path: Hub id or directory (default: policy_registry.POLICIES[model_type].default_path).
             device: ``cpu``/``cuda``/``mps``/``auto`` (None = auto).
-            frame: one of :data:`FRAME_CHOICES` (see :func:`resolve_frame`).
-            camera_map: ``--camera-map`` (see :func:`resolve_camera_map`).
+            frame: one of ``vla_frames.FRAME_CHOICES`` (see ``vla_frames.resolve_frame``).
+            camera_map: ``--camera-map`` (see ``vla_frames.resolve_camera_map``).
             task: language instruction (default: the recorded training task, else
                 ``so101_mujoco_utils.DEFAULT_TASK``).
             quantize: Pi0 only: qint4 weights (None = on for MPS only, see pi0_quantization).
@@ -489,12 +195,62 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
                 match the architecture.
             ValueError: bad frame / camera map / n_action_steps.
         """
-        import importlib
-
-        from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import make_pre_post_processors
 
-        path = path or cls.DEFAULT_PATH
+        if not path:
+            import policy_registry
+
+            path = policy_registry.entry(cls.model_type).default_path
+        policy_dir, cfg, dev, pre_overrides = cls._load_config(path, device, n_action_steps, num_denoise_steps,
+                                                               gradient_checkpointing)
+        _require_processor_files(path, policy_dir)
+        meta = read_policy_meta(policy_dir)
+        frame_name, frame_why = resolve_frame(frame, meta, str(path), source=frame_source)
+        info: dict[str, Any] = {"model_type": cls.model_type, "policy_path": str(path),
+                                "policy_dir": str(policy_dir), "frame": frame_name, "frame_source": frame_why}
+        pre_overrides, post_overrides, stats_source, warn = _normalisation_overrides(
+            policy_dir, frame_name, dev, pre_overrides)
+        info["stats_source"] = stats_source
+        policy, weights_info = cls._load_weights(policy_dir, cfg, dev, quantize)
+        info.update(weights_info)
+        pre, post = make_pre_post_processors(cfg, pretrained_path=str(policy_dir),
+                                             preprocessor_overrides=pre_overrides,
+                                             postprocessor_overrides=post_overrides)
+
+        expected = list(cfg.image_features)
+        cmap, cmap_why = resolve_camera_map(expected, camera_map, meta.get("camera_map"), source=camera_map_source)
+        info.update(camera_map=cmap, camera_map_source=cmap_why, checkpoint_image_keys=expected)
+        train_task = meta.get("task")
+        run_task = task or train_task or u.DEFAULT_TASK
+        info.update(task=run_task, training_task=train_task)
+        warn += _training_mismatches(run_task, train_task, cmap, meta.get("camera_map"))
+
+        adapter = cls(policy, pre, post, frame=frame_name, camera_map=cmap, task=run_task, device=dev,
+                      policy_dir=policy_dir, info=info, warnings=warn, debug_inferences=debug_inferences,
+                      verbose=verbose)
+        info.update(chunk_size=adapter.chunk_size, n_action_steps=adapter.n_action_steps,
+                    num_denoise_steps=adapter.num_denoise_steps, action_dim=adapter.action_dim,
+                    device=str(dev))
+        if verbose:
+            adapter._print_load_report()
+        return adapter
+
+    @classmethod
+    def _load_config(cls, path: str, device: str | None, n_action_steps: int | None,
+                     num_denoise_steps: int | None, gradient_checkpointing: bool | None):
+        """Load step 1: the policy directory, the device, the checkpoint's config with this run's
+        overrides, and the preprocessor overrides of :meth:`_prepare_config` (local backbone files).
+
+        Returns:
+            ``(policy_dir, cfg, device, preprocessor_overrides)``.
+
+        Raises:
+            PolicyUnavailableOffline, PolicyLoadError: see :func:`hub_download.resolve_policy_dir`;
+                PolicyLoadError also for a config of another policy type.
+            ValueError: ``n_action_steps`` outside 1..chunk_size.
+        """
+        from lerobot.configs.policies import PreTrainedConfig
+
         default_repos = cls._backbone_repos(None)
         all_repos = [(path, "policy weights, config, processors", None), *default_repos]
         policy_dir = resolve_policy_dir(path, cls.model_type, all_repos)
@@ -513,44 +269,21 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         if gradient_checkpointing is not None and hasattr(cfg, "gradient_checkpointing"):
             cfg.gradient_checkpointing = bool(gradient_checkpointing)
         all_repos = [(path, "policy weights, config, processors", None), *cls._backbone_repos(cfg)]
-        pre_overrides = cls._prepare_config(cfg, policy_dir, all_repos)
+        return policy_dir, cfg, dev, cls._prepare_config(cfg, policy_dir, all_repos)
 
-        for name in ("policy_preprocessor.json", "policy_postprocessor.json"):
-            if not (policy_dir / name).is_file():
-                raise PolicyLoadError(
-                    f"{path} has no {name}: checkpoints from LeRobot < 0.4 must be migrated with "
-                    f"`python -m lerobot.processor.migrate_policy_normalization --pretrained-path {path}`.")
-        meta = read_policy_meta(policy_dir)
-        frame_name, frame_why = resolve_frame(frame, meta, str(path), source=frame_source)
-        info: dict[str, Any] = {"model_type": cls.model_type, "policy_path": str(path),
-                                "policy_dir": str(policy_dir), "frame": frame_name, "frame_source": frame_why}
-        warn: list[str] = []
+    @classmethod
+    def _load_weights(cls, policy_dir: Path, cfg, dev: torch.device, quantize: bool | None):
+        """Load step 2: the LeRobot policy with the verified weights of ``policy_dir``, transformed
+        (:meth:`_weight_transform`), in eval mode on ``dev``. Leaves ``cfg.device = dev.type``.
 
-        ckpt_stats = _pipeline_stats(policy_dir, "policy_preprocessor.json")
-        post_overrides: dict[str, Any] = {}
-        pre_steps = _pipeline_step_names(policy_dir, "policy_preprocessor.json")
-        post_steps = _pipeline_step_names(policy_dir, "policy_postprocessor.json")
-        if "device_processor" in pre_steps:
-            pre_overrides["device_processor"] = {"device": dev.type}
-        if frame_name == "smolvla_absolute":
-            ref = reference_stats()
-            pre_overrides["normalizer_processor"] = {"stats": ref}
-            post_overrides["unnormalizer_processor"] = {"stats": ref}
-            info["stats_source"] = "reference SMOLVLA_* (so101_mujoco_utils: the statistics lerobot/smolvla_base was trained with)"
-            own = ckpt_stats.get(u.OBS_STATE, {})
-            if "mean" in own and "std" in own and not (
-                    np.allclose(own["mean"], u.SMOLVLA_STATE_MEAN, rtol=0.01, atol=0.5)
-                    and np.allclose(own["std"], u.SMOLVLA_STATE_STD, rtol=0.01, atol=0.5)):
-                warn.append(f"the checkpoint's own observation.state stats (mean {np.round(own['mean'], 2)}, "
-                            f"std {np.round(own['std'], 2)}) differ from the reference smolvla_absolute stats; "
-                            "the reference stats are used (pass --frame lerobot_degrees to use the checkpoint's)")
-        else:
-            info["stats_source"] = "checkpoint (policy_preprocessor / policy_postprocessor stats)"
-            if u.OBS_STATE not in ckpt_stats:
-                warn.append("the checkpoint has no observation.state normalisation stats: state and actions "
-                            "pass through unnormalised")
-        pre_overrides = {k: v for k, v in pre_overrides.items() if k in pre_steps}
-        post_overrides = {k: v for k, v in post_overrides.items() if k in post_steps}
+        Returns:
+            ``(policy, weights info dict)`` (``quantized`` and the transform's notes).
+
+        Raises:
+            PolicyLoadError: the weights do not match the architecture (:func:`_verify_weights`).
+            ValueError: ``quantize`` for a model type that does not support it.
+        """
+        import importlib
 
         module_name, class_name = cls.POLICY_CLASS_PATH
         policy_cls = getattr(importlib.import_module(module_name), class_name)
@@ -563,33 +296,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         weights_info = transform(policy) if transform else {"quantized": None}
         cfg.device = dev.type
         policy.to(dev).eval()
-        info.update(weights_info)
-        pre, post = make_pre_post_processors(cfg, pretrained_path=str(policy_dir),
-                                             preprocessor_overrides=pre_overrides,
-                                             postprocessor_overrides=post_overrides)
-
-        expected = list(cfg.image_features)
-        cmap, cmap_why = resolve_camera_map(expected, camera_map, meta.get("camera_map"), source=camera_map_source)
-        info.update(camera_map=cmap, camera_map_source=cmap_why, checkpoint_image_keys=expected)
-        train_task = meta.get("task")
-        run_task = task or train_task or u.DEFAULT_TASK
-        info.update(task=run_task, training_task=train_task)
-        if train_task and run_task != train_task:
-            warn.append(f"task {run_task!r} differs from the training task {train_task!r} "
-                        "(VLAs are sensitive to the exact wording)")
-        recorded_map = parse_camera_map(meta.get("camera_map"))
-        if recorded_map and recorded_map != cmap:
-            warn.append(f"camera map {cmap} differs from the one used in training {recorded_map}")
-
-        adapter = cls(policy, pre, post, frame=frame_name, camera_map=cmap, task=run_task, device=dev,
-                      policy_dir=policy_dir, info=info, warnings=warn, debug_inferences=debug_inferences,
-                      verbose=verbose)
-        info.update(chunk_size=adapter.chunk_size, n_action_steps=adapter.n_action_steps,
-                    num_denoise_steps=adapter.num_denoise_steps, action_dim=adapter.action_dim,
-                    device=str(dev))
-        if verbose:
-            adapter._print_load_report()
-        return adapter
+        return policy, weights_info
 
     @classmethod
     def _weight_transform(cls, device: torch.device, quantize: bool | None):
@@ -685,7 +392,7 @@ class LeRobotVLAAdapter(VLAPolicyInterface):
         """(chunk_size, 6) float32 MuJoCo radians for one observation, through LeRobot's own
         ``sample_actions`` (prefix + KV cache once, ``num_denoise_steps`` Euler steps).
         Prints debug output for the first :attr:`DEBUG_INFERENCES` calls."""
-        from vla_policy_interface import _add_batch_axis
+        from flow_matching_policy import _add_batch_axis
 
         batch = self.prepare_batch(_add_batch_axis(observation), task or self.task)
         x = noise if noise is not None else self.sample_noise(1)
@@ -780,6 +487,70 @@ def _pipeline_stats(policy_dir: Path, name: str) -> dict[str, dict[str, np.ndarr
                     feat, _, stat = key.rpartition(".")
                     out.setdefault(feat, {})[stat] = arr
     return out
+
+
+def _require_processor_files(path: str, policy_dir: Path) -> None:
+    """Raise :class:`PolicyLoadError` (with the migration command) unless ``policy_dir`` has the
+    saved pre/post-processor pipelines of LeRobot >= 0.4."""
+    for name in ("policy_preprocessor.json", "policy_postprocessor.json"):
+        if not (policy_dir / name).is_file():
+            raise PolicyLoadError(
+                f"{path} has no {name}: checkpoints from LeRobot < 0.4 must be migrated with "
+                f"`python -m lerobot.processor.migrate_policy_normalization --pretrained-path {path}`.")
+
+
+def _normalisation_overrides(policy_dir: Path, frame: str, dev: torch.device,
+                             pre_overrides: dict) -> tuple[dict, dict, str, list[str]]:
+    """Overrides of the saved pipelines' steps for ``frame`` (added to ``pre_overrides``).
+
+    ``device_processor`` gets ``dev``; ``smolvla_absolute`` replaces the checkpoint's stats by
+    :func:`reference_stats` in both normalisers (warning when the checkpoint's own
+    ``observation.state`` stats differ); other frames keep the checkpoint's stats (warning when it
+    has none). Only steps the saved pipelines have are kept.
+
+    Returns:
+        ``(preprocessor overrides, postprocessor overrides, where the stats come from, warnings)``.
+    """
+    ckpt_stats = _pipeline_stats(policy_dir, "policy_preprocessor.json")
+    post_overrides: dict[str, Any] = {}
+    warn: list[str] = []
+    pre_steps = _pipeline_step_names(policy_dir, "policy_preprocessor.json")
+    post_steps = _pipeline_step_names(policy_dir, "policy_postprocessor.json")
+    if "device_processor" in pre_steps:
+        pre_overrides["device_processor"] = {"device": dev.type}
+    if frame == "smolvla_absolute":
+        ref = reference_stats()
+        pre_overrides["normalizer_processor"] = {"stats": ref}
+        post_overrides["unnormalizer_processor"] = {"stats": ref}
+        stats_source = "reference SMOLVLA_* (so101_mujoco_utils: the statistics lerobot/smolvla_base was trained with)"
+        own = ckpt_stats.get(u.OBS_STATE, {})
+        if "mean" in own and "std" in own and not (
+                np.allclose(own["mean"], u.SMOLVLA_STATE_MEAN, rtol=0.01, atol=0.5)
+                and np.allclose(own["std"], u.SMOLVLA_STATE_STD, rtol=0.01, atol=0.5)):
+            warn.append(f"the checkpoint's own observation.state stats (mean {np.round(own['mean'], 2)}, "
+                        f"std {np.round(own['std'], 2)}) differ from the reference smolvla_absolute stats; "
+                        "the reference stats are used (pass --frame lerobot_degrees to use the checkpoint's)")
+    else:
+        stats_source = "checkpoint (policy_preprocessor / policy_postprocessor stats)"
+        if u.OBS_STATE not in ckpt_stats:
+            warn.append("the checkpoint has no observation.state normalisation stats: state and actions "
+                        "pass through unnormalised")
+    pre_overrides = {k: v for k, v in pre_overrides.items() if k in pre_steps}
+    post_overrides = {k: v for k, v in post_overrides.items() if k in post_steps}
+    return pre_overrides, post_overrides, stats_source, warn
+
+
+def _training_mismatches(run_task: str, train_task: str | None, cmap: dict[str, str],
+                         recorded_camera_map) -> list[str]:
+    """Warnings for a task or camera map that differs from the one recorded for training."""
+    warn = []
+    if train_task and run_task != train_task:
+        warn.append(f"task {run_task!r} differs from the training task {train_task!r} "
+                    "(VLAs are sensitive to the exact wording)")
+    recorded_map = parse_camera_map(recorded_camera_map)
+    if recorded_map and recorded_map != cmap:
+        warn.append(f"camera map {cmap} differs from the one used in training {recorded_map}")
+    return warn
 
 
 def _verify_weights(policy: torch.nn.Module, weights_file: Path, n_check: int = 8) -> None:

@@ -20,7 +20,7 @@ and the stats ``*.safetensors``), plus:
   ``pi0/tiny_pi0_architecture.json``: the tiny Gemma/SigLIP sizes, built through
   lerobot_tiny_pi0_patch.py; ``pi0/`` records frame ``lerobot_degrees`` with its own stats and
   two cameras ``top``/``wrist`` mapped from camera1/camera2 (like a fine-tuned checkpoint).
-* ``so101_policy_meta.json`` in both: frame, training task, camera map (lerobot_vla_adapter.py).
+* ``so101_policy_meta.json`` in both: frame, training task, camera map (vla_frames.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ import torch  # noqa: E402
 
 import cli_args  # noqa: E402
 import so101_mujoco_utils as u  # noqa: E402
-from lerobot_vla_adapter import reference_stats, write_policy_meta  # noqa: E402
+from lerobot_vla_adapter import reference_stats  # noqa: E402
+from policy_registry import VLA_MODEL_TYPES  # noqa: E402
+from vla_frames import write_policy_meta  # noqa: E402
 
 #: Square image size (pixels) of both tiny policies (SmolVLA resize-with-padding, Pi0 resolution).
 TINY_IMAGE = 64
@@ -165,7 +167,8 @@ def build_tiny_pi0(out: Path, seed: int = 0) -> Path:
     """Tiny Pi0 in ``out`` (see the module docstring); returns ``out``."""
     import json
 
-    from lerobot_tiny_pi0_patch import TINY_PI0_MARKER, default_architecture, tiny_pi0_architecture
+    from lerobot_tiny_pi0_patch import default_architecture, tiny_pi0_architecture
+    from pi0_adapter import TINY_PI0_MARKER
 
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"
@@ -194,7 +197,7 @@ def build_tiny_pi0(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_all(out: Path, seed: int = 0, which: tuple[str, ...] = ("smolvla", "pi0")) -> dict[str, Path]:
+def build_all(out: Path, seed: int = 0, which: tuple[str, ...] = VLA_MODEL_TYPES) -> dict[str, Path]:
     """Build the requested tiny policies under ``out`` (``out/smolvla``, ``out/pi0``), replacing
     existing ones. Seeded: the same seed gives the same weights."""
     out = Path(out)
@@ -210,9 +213,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     parser.add_argument("--out", type=cli_args.output_path, required=True, help="output folder (gets smolvla/ and pi0/)")
     parser.add_argument("--seed", type=int, default=0, help="torch seed of the random weights")
-    parser.add_argument("--only", choices=("smolvla", "pi0"), default=None, help="build just one of them")
+    parser.add_argument("--only", choices=VLA_MODEL_TYPES, default=None, help="build just one of them")
     args = parser.parse_args(argv)
-    built = build_all(args.out, args.seed, (args.only,) if args.only else ("smolvla", "pi0"))
+    built = build_all(args.out, args.seed, (args.only,) if args.only else VLA_MODEL_TYPES)
     for name, path in built.items():
         n = sum(1 for _ in path.iterdir())
         print(f"tiny {name}: {path} ({n} entries)")

@@ -29,9 +29,7 @@ and supervises each worker process separately:
   :func:`make_env`, which imports ``envs`` so the ids are registered in the child).
 
 Used by train_reinflow.py for every policy type (the VLAs' image envs, the flow policy's state
-envs); for the flow policy it gives bit-identical training results to the ``AsyncVectorEnv`` /
-``SyncVectorEnv`` it replaced (same worker function and seeds; checked on 2-iteration runs), so
-the benchmark recorded in docs/experiments/ stands.
+envs), whose workers execute one action chunk per step (``make_env(..., chunk=n)``).
 """
 
 from __future__ import annotations
@@ -56,7 +54,7 @@ class EnvWorkerError(RuntimeError):
 
 
 def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_block: int = 1,
-             curriculum_bins: tuple[int, int] | None = None, **kwargs: Any):
+             curriculum_bins: tuple[int, int] | None = None, chunk: int = 0, **kwargs: Any):
     """``gym.make(env_id, **kwargs)`` after importing ``envs`` (registers the SO-101 ids): an env
     factory that works in spawn/forkserver children. Torch-free (fast worker start).
 
@@ -64,21 +62,25 @@ def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_bl
     (so101_gym_env.RewardTermsWrapper); None = the env's reward. ``curriculum_bins``
     (n_distance, n_angle): block positions drawn by bin weights passed in the reset options
     (so101_gym_env.BlockCurriculumWrapper). ``repeat_block`` > 1: groups of that many
-    consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper)."""
+    consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper).
+    ``chunk`` > 0: one step executes that many actions (so101_gym_env.ChunkActionWrapper; actions
+    (chunk, 6)), so a vector-env step is one policy decision."""
     import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
     # isort: split
     import envs  # noqa: F401
     import gymnasium as gym
 
-    from so101_gym_env import BlockCurriculumWrapper, RepeatBlockWrapper, RewardTermsWrapper
+    from so101_gym_env import BlockCurriculumWrapper, ChunkActionWrapper, RepeatBlockWrapper, RewardTermsWrapper
 
     env = gym.make(env_id, **kwargs)
     if reward_terms is not None:
         env = RewardTermsWrapper(env, reward_terms)
     if curriculum_bins is not None:
         env = BlockCurriculumWrapper(env, *curriculum_bins)
-    return env if repeat_block <= 1 else RepeatBlockWrapper(env, repeat_block)
+    if repeat_block > 1:
+        env = RepeatBlockWrapper(env, repeat_block)
+    return ChunkActionWrapper(env, chunk) if chunk > 0 else env
 
 
 class RobustVectorEnv(VectorEnv):

@@ -1,19 +1,21 @@
-"""Pi0 (lerobot 0.6.1 ``PI0Policy``) behind :class:`vla_policy_interface.VLAPolicyInterface`.
+"""Pi0 (lerobot 0.6.1 ``PI0Policy``) behind :class:`flow_matching_policy.FlowMatchingPolicy`.
 
     from pi0_adapter import PI0Adapter
     policy = PI0Adapter.load("lerobot/pi0", quantize=True)      # or a local directory
     action = policy.select_action(obs)                           # (6,) MuJoCo radians
 
-Loading, frames, cameras and task handling are shared with SmolVLA (lerobot_vla_adapter.py).
+Loading, cameras and task handling are shared with SmolVLA (lerobot_vla_adapter.py; frames and
+camera maps in vla_frames.py, Hub files in hub_download.py).
 Pi0-specific: the PaliGemma tokenizer (``google/paligemma-3b-pt-224``, gated on the Hub, or a
 ``tokenizer/`` folder inside the policy directory), the state token in the *suffix* (so
 ``denoise_step`` takes the state), ``num_inference_steps``, the expert module
 ``paligemma_with_expert.gemma_expert``, 4-bit weights (pi0_quantization.py) and the
 ``gradient_checkpointing`` config switch (``load(..., gradient_checkpointing=True)``) for training.
 
-A directory built by make_tiny_policies.py carries ``tiny_pi0_architecture.json``; only then is
-the model built inside ``lerobot_tiny_pi0_patch.tiny_pi0_architecture`` (lerobot hard-codes Pi0's
-size). Real checkpoints never touch that patch.
+A directory built by make_tiny_policies.py carries :data:`TINY_PI0_MARKER`
+(``tiny_pi0_architecture.json``); only then is lerobot_tiny_pi0_patch imported and the model built
+inside its ``tiny_pi0_architecture`` (lerobot hard-codes Pi0's size). Real checkpoints never import
+that patch: :meth:`PI0Adapter._build_policy` checks for the marker file itself.
 """
 
 from __future__ import annotations
@@ -23,18 +25,22 @@ from pathlib import Path
 import torch
 
 import pi0_quantization
-from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix, ensure_hub_files
+from hub_download import ensure_hub_files
+from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
 
 #: Tokenizer id hard-coded in lerobot 0.6.1's processor_pi0.py (gated repo).
 PALIGEMMA_TOKENIZER_ID = "google/paligemma-3b-pt-224"
 TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt"]
+#: File make_tiny_policies.py writes into a tiny Pi0 directory: its architecture, as JSON
+#: (lerobot_tiny_pi0_patch.default_architecture). Defined here so that real checkpoints are told
+#: apart without importing the patch.
+TINY_PI0_MARKER = "tiny_pi0_architecture.json"
 
 
 class PI0Adapter(LeRobotVLAAdapter):
     """Pi0 adapter; construct with :meth:`load` (see :meth:`LeRobotVLAAdapter.load`)."""
 
     model_type = "pi0"
-    DEFAULT_PATH = "lerobot/pi0"
     POLICY_CLASS_PATH = ("lerobot.policies.pi0.modeling_pi0", "PI0Policy")
 
     @staticmethod
@@ -61,14 +67,13 @@ class PI0Adapter(LeRobotVLAAdapter):
 
     @classmethod
     def _build_policy(cls, policy_cls, policy_dir: Path, cfg):
-        from lerobot_tiny_pi0_patch import read_architecture
-
-        arch = read_architecture(policy_dir)
-        if arch is None:
+        """``policy_cls.from_pretrained``; inside the tiny-Pi0 patch only when ``policy_dir`` has
+        :data:`TINY_PI0_MARKER` (lerobot_tiny_pi0_patch is not even imported otherwise)."""
+        if not (Path(policy_dir) / TINY_PI0_MARKER).is_file():
             return policy_cls.from_pretrained(str(policy_dir), config=cfg, strict=True)
-        from lerobot_tiny_pi0_patch import tiny_pi0_architecture
+        from lerobot_tiny_pi0_patch import read_architecture, tiny_pi0_architecture
 
-        with tiny_pi0_architecture(arch):
+        with tiny_pi0_architecture(read_architecture(policy_dir)):
             return policy_cls.from_pretrained(str(policy_dir), config=cfg, strict=True)
 
     @classmethod

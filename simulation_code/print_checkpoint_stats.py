@@ -7,7 +7,9 @@ Copy-paste (from simulation_code/):
 Prints the header (model type, kind, iteration, configs) and one row per logged iteration:
 env steps, training episodes, training success rate and mean return (stochastic policy), evaluation
 success rate and return (deterministic sampler, fixed seeds), sigma, entropy, losses, KL and clip
-fraction. ``--plot`` writes a figure of the curves (matplotlib, Agg backend).
+fraction. ``--plot`` writes a figure of the curves (matplotlib, Agg backend). ``--export-policy
+OUT`` writes the policy-only checkpoint of it (checkpoint_io.export_policy: weights, what rebuilds
+the policy and the noise head; no optimizer states, critic, history or RNG), for deployment.
 """
 
 from __future__ import annotations
@@ -18,13 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+import checkpoint_io as ckio
 import cli_args
-import flow_policy as fp
-import so101_mujoco_utils as u
-from so101_gym_env import BlockCurriculum
-
-#: The shipped ReinFlow flow policy, the default --checkpoint (any working directory).
-SHIPPED_CHECKPOINT = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_reinflow.pt"
+import policy_registry as pr
+from reinflow_rollout import BlockCurriculum
 
 COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("episodes", "eps", "{:>4}"),
            ("train_success", "train_succ", "{:>10.0%}"), ("train_return", "train_ret", "{:>9.1f}"),
@@ -35,10 +34,13 @@ COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
-    p.add_argument("--checkpoint", type=cli_args.existing_file, default=str(SHIPPED_CHECKPOINT),
+    p.add_argument("--checkpoint", type=cli_args.existing_file, default=str(pr.SHIPPED_CHECKPOINTS["reinflow"]),
                    help="checkpoint (default: the shipped ReinFlow flow policy, %(default)s)")
     p.add_argument("--plot", type=cli_args.output_path, default=None, help="write a PNG of the training curves here")
     p.add_argument("--every", type=cli_args.positive_int, default=1, help="print every N-th iteration row")
+    p.add_argument("--export-policy", type=cli_args.output_path, default=None,
+                   help="also write the policy-only checkpoint here (for deployment; run it with "
+                        "run_reinflow_inference.py --checkpoint OUT)")
     return p.parse_args(argv)
 
 
@@ -55,28 +57,12 @@ def _fmt(fmt: str, v) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        ckpt = fp.load_checkpoint(args.checkpoint)
-    except fp.CheckpointError as e:  # unsafe, corrupt, missing, not ours: one line, status 2
+        ckpt = ckio.load(args.checkpoint)
+    except ckio.CheckpointError as e:  # unsafe, corrupt, missing, not ours: one line, status 2
         print(f"error: {e}", file=sys.stderr)
         return 2
-    hist = ckpt.get("history", [])
-    print(f"checkpoint: {args.checkpoint}")
-    print(f"  kind={ckpt.get('kind')} model_type={ckpt.get('model_type')} iteration={ckpt.get('iteration', 0)}")
-    print(f"  policy config: {ckpt.get('policy_config')}")
-    if ckpt.get("reinflow_config"):
-        print(f"  reinflow config: {ckpt['reinflow_config']}")
-        print(f"  noise head: {ckpt.get('noise_head_config')}  critic: {ckpt.get('critic_config')}")
-        print(f"  initialised from: {ckpt.get('bc_source')}")
-    if ckpt.get("block_curriculum"):
-        c = BlockCurriculum.from_state_dict(ckpt["block_curriculum"])
-        print(f"  block curriculum: {c.bins[0]} distance x {c.bins[1]} angle bins, uniform share {c.uniform}, "
-              f"decay {c.decay}; training success per bin {np.round(c.success_estimates(), 2).tolist()}, "
-              f"next weights {np.round(c.weights(), 3).tolist()}")
-    if ckpt.get("bc_history"):
-        bh = ckpt["bc_history"]
-        print(f"  BC: {ckpt.get('bc_data')} final flow-matching loss {bh[-1]['loss']:.4f} after {bh[-1]['step'] + 1} steps"
-              + (f"; eval success {ckpt['bc_eval']['success_rate']:.0%} over {ckpt['bc_eval']['episodes']} episodes"
-                 if ckpt.get("bc_eval") else ""))
+    print_header(args.checkpoint, ckpt)
+    hist = ckpt.history if ckpt.kind == "reinflow" else []
     if hist:
         print(" ".join(h.rjust(len(f.format(0))) for _, h, f in COLUMNS))
         for i, row in enumerate(hist):
@@ -96,10 +82,33 @@ def main(argv=None) -> int:
     if args.plot:
         plot(hist, ckpt, args.plot)
         print(f"plot -> {args.plot}")
+    if args.export_policy:
+        ckio.save(args.export_policy, ckio.export_policy(ckpt))
+        print(f"policy-only checkpoint -> {args.export_policy}")
     return 0
 
 
-def plot(hist: list[dict], ckpt: dict, out: Path) -> None:
+def print_header(path, ckpt: ckio.Checkpoint) -> None:
+    """The checkpoint's kind, model type, iteration and configs, its curriculum and BC summary."""
+    print(f"checkpoint: {path}")
+    print(f"  kind={ckpt.kind} model_type={ckpt.model_type} iteration={ckpt.iteration}")
+    print(f"  policy config: {ckpt.policy_config if ckpt.policy_config is not None else ckpt.base_policy}")
+    if ckpt.reinflow_config:
+        print(f"  reinflow config: {ckpt.reinflow_config}")
+        print(f"  noise head: {ckpt.noise_head_config}  critic: {ckpt.critic_config}")
+    print(f"  trained from: {ckpt.source or '-'}")
+    if ckpt.block_curriculum:
+        c = BlockCurriculum.from_state_dict(ckpt.block_curriculum)
+        print(f"  block curriculum: {c.bins[0]} distance x {c.bins[1]} angle bins, uniform share {c.uniform}, "
+              f"decay {c.decay}; training success per bin {np.round(c.success_estimates(), 2).tolist()}, "
+              f"next weights {np.round(c.weights(), 3).tolist()}")
+    if ckpt.kind == "bc" and ckpt.history:
+        bh, ev = ckpt.history, ckpt.evaluation
+        print(f"  BC: {ckpt.data} final flow-matching loss {bh[-1]['loss']:.4f} after {bh[-1]['step'] + 1} steps"
+              + (f"; eval success {ev['success_rate']:.0%} over {ev['episodes']} episodes" if ev else ""))
+
+
+def plot(hist: list[dict], ckpt: ckio.Checkpoint, out: Path) -> None:
     """2x2 figure: success rates, returns, sigma/entropy, losses/KL against iteration."""
     import matplotlib
 
@@ -129,7 +138,7 @@ def plot(hist: list[dict], ckpt: dict, out: Path) -> None:
         a.grid(alpha=0.3)
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
-    fig.suptitle(f"{ckpt.get('model_type')} {ckpt.get('kind')} checkpoint, iteration {ckpt.get('iteration', 0)}")
+    fig.suptitle(f"{ckpt.model_type} {ckpt.kind} checkpoint, iteration {ckpt.iteration}")
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -43,7 +43,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
@@ -54,6 +53,7 @@ import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is 
 import numpy as np
 
 import durable_dataset as dd
+import envs  # registers the env ids
 import so101_mujoco_utils as u
 import teleop_common as tc
 
@@ -348,15 +348,13 @@ lerobot-train --policy.path=lerobot/smolvla_base --dataset.repo_id={args.repo_id
 # ------------------------------------------------------------------------------------------
 
 def env_id_for(args) -> str:
-    return "SO101PickPlaceNoRandom-v0" if args.no_randomize else "SO101PickPlace-v0"
+    return envs.FIXED_BLOCK_ENV_ID if args.no_randomize else envs.DEFAULT_ENV_ID
 
 
 def make_env(args, viewer: bool):
     """The recording env: camera observations at ``--image-size``, no gym time limit (the loops
     count steps themselves), ``render_mode="human"`` when ``viewer``."""
     import gymnasium as gym
-
-    import envs  # noqa: F401  (registers the env ids)
 
     return gym.make(env_id_for(args), obs_mode="images", image_size=args.image_size,
                     terminate_on_success=False, render_mode="human" if viewer else None,

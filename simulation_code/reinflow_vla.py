@@ -1,8 +1,9 @@
 """ReinFlow for the VLAs (SmolVLA, Pi0): per-model settings, trainable presets, delta checkpoints,
-activation checkpointing per denoising step, image vector envs, and the multi-process hooks.
+activation checkpointing per denoising step.
 
-train_reinflow.py and run_reinflow_inference.py call into this module for ``--model-type smolvla``
-and ``pi0``; the engine itself (reinflow_smolvla.py) is the same for every policy.
+reinflow_backends.VLABackend (train_reinflow.py) and run_reinflow_inference.py call into this
+module for ``--model-type smolvla`` and ``pi0``; the engine (reinflow_engine.py), the rollout
+(reinflow_rollout.py) and the several-process hooks (distributed.py) are the same for every policy.
 
 * **Per-model settings** (:data:`VLA_SETTINGS`, the spec's table): SmolVLA minibatch 8, gradient
   accumulation 15, policy lr 5e-6; Pi0 minibatch 2, accumulation 30, lr 2.5e-6, gradient
@@ -35,8 +36,6 @@ and ``pi0``; the engine itself (reinflow_smolvla.py) is the same for every polic
 from __future__ import annotations
 
 import argparse
-import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,6 @@ import numpy as np
 import so101_mujoco_utils as u
 import torch
 
-VLA_MODEL_TYPES = ("smolvla", "pi0")
 #: Default folder of train_reinflow.py's checkpoints (and their CSV logs, evaluation videos), all
 #: model types: ``outputs/`` at the repository root is git-ignored, so no default overwrites a
 #: tracked file.
@@ -59,7 +57,6 @@ VLA_SETTINGS: dict[str, dict[str, Any]] = {
             "checkpoint": REINFLOW_OUTPUT_DIR / "reinflow_pi0_checkpoint.pt", "device": "auto"},
 }
 PRESETS = ("expert", "heads")
-VLA_CHECKPOINT_KIND = "delta"
 
 
 # ---------------------------------------------------------------------- command line
@@ -74,14 +71,13 @@ def add_vla_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "pi0, off for smolvla)")
     g.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
                    help="camera image size (pixels, square, 16-480)")
-    g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (lerobot_vla_adapter.FRAMES; "
+    g.add_argument("--frame", default="auto", help="joint frame of the base checkpoint (vla_frames.FRAMES; "
                                                    "auto: the recorded one)")
     g.add_argument("--camera-map", type=cli_args.camera_map, default=None, help="sim camera -> checkpoint image key (see run_mujoco_simulation.py)")
     g.add_argument("--task", type=cli_args.task_string, default=None, help="language instruction, one line (default: the checkpoint's training task)")
     g.add_argument("--n-action-steps", type=cli_args.positive_int, default=None, help="actions executed per chunk (default: the checkpoint's)")
     g.add_argument("--env-start-method", default="forkserver", choices=("forkserver", "spawn", "fork"),
                    help="multiprocessing start method of the env workers, all model types (fork hangs after EGL init)")
-    g.add_argument("--debug-state-dir", type=Path, default=None, help=argparse.SUPPRESS)  # tests: per-rank weights
     return parser
 
 
@@ -102,19 +98,6 @@ def describe_settings(args: argparse.Namespace) -> str:
 
 
 # ---------------------------------------------------------------------- policies
-def adapter_class(model_type: str):
-    """SmolVLAAdapter / PI0Adapter."""
-    if model_type == "smolvla":
-        from smolvla_adapter import SmolVLAAdapter
-
-        return SmolVLAAdapter
-    if model_type == "pi0":
-        from pi0_adapter import PI0Adapter
-
-        return PI0Adapter
-    raise ValueError(f"{model_type!r} is not a VLA type ({', '.join(VLA_MODEL_TYPES)})")
-
-
 #: Appended to the offline message of train_reinflow.py (no VLA weights cached, no Hub): training
 #: that needs no download at all.
 OFFLINE_TRAINING_HINT = ("To train offline on a CPU with no download, use the small flow policy and its shipped BC "
@@ -127,28 +110,29 @@ def load_policy(model_type: str, path: str | None, *, device: str | None = "auto
                 camera_map=None, task: str | None = None, n_action_steps: int | None = None,
                 gradient_checkpointing: bool | None = None, verbose: bool = True, offline_hint: str = "",
                 frame_source: str | None = None, camera_map_source: str | None = None):
-    """Load the base VLA (float weights, never quantized: they train) through its adapter.
-    ``frame_source`` / ``camera_map_source``: where a non-default ``frame`` / ``camera_map`` came
-    from when not from the command line (printed and recorded; lerobot_vla_adapter.resolve_frame).
+    """Load the base VLA (float weights, never quantized: they train) through the registry
+    (policy_registry.load_policy; default path: its entry's). ``frame_source`` /
+    ``camera_map_source``: where a non-default ``frame`` / ``camera_map`` came from when not from
+    the command line (printed and recorded; vla_frames.resolve_frame).
 
     Raises:
         SystemExit: the adapter cannot load it (offline without weights, wrong type, ...), with
             the adapter's message (plus ``offline_hint`` when the weights are unavailable offline).
     """
-    from lerobot_vla_adapter import PolicyLoadError, PolicyUnavailableOffline
+    import policy_registry as pr
+    from hub_download import PolicyUnavailableOffline
 
-    cls = adapter_class(model_type)
     try:
-        return cls.load(path or cls.DEFAULT_PATH, device=device, frame=frame or "auto", camera_map=camera_map,
-                        task=task, quantize=False, n_action_steps=n_action_steps,
-                        gradient_checkpointing=gradient_checkpointing, debug_inferences=0, verbose=verbose,
-                        frame_source=frame_source, camera_map_source=camera_map_source)
-    except (PolicyLoadError, ValueError, ImportError) as e:
-        hint = f"\n{offline_hint}" if offline_hint and isinstance(e, PolicyUnavailableOffline) else ""
+        return pr.load_policy(model_type, path, device=device, frame=frame or "auto", camera_map=camera_map, task=task,
+                              quantize=False, n_action_steps=n_action_steps, gradient_checkpointing=gradient_checkpointing,
+                              debug_inferences=0, verbose=verbose, frame_source=frame_source,
+                              camera_map_source=camera_map_source)
+    except pr.PolicySetupError as e:
+        hint = f"\n{offline_hint}" if offline_hint and isinstance(e.__cause__, PolicyUnavailableOffline) else ""
         raise SystemExit(f"--model-type {model_type}: {e}{hint}") from e
 
 
-def load_training_policy(args, ckpt: dict | None = None):
+def load_training_policy(args, ckpt=None):
     """The VLA to fine-tune: the base from ``--policy-path`` (or, on ``--resume``, the path recorded
     in the checkpoint), with ``args.gradient_checkpointing`` (LeRobot's switch, plus
     :func:`enable_step_checkpointing`), and, on resume, the checkpoint's trainable tensors applied
@@ -157,8 +141,8 @@ def load_training_policy(args, ckpt: dict | None = None):
     Raises:
         SystemExit: the base cannot be loaded, or the resume checkpoint is not a VLA delta one.
     """
-    base = (ckpt or {}).get("base_policy") or {}
-    if ckpt is not None and ckpt.get("vla_checkpoint") != VLA_CHECKPOINT_KIND:
+    base = (ckpt.base_policy if ckpt is not None else None) or {}
+    if ckpt is not None and ckpt.base_policy is None:
         raise SystemExit(f"--resume: {args.resume} is not a {args.model_type} ReinFlow checkpoint")
     path = args.policy_path or base.get("path")
     frame, cmap = args.frame if args.frame != "auto" else base.get("frame", "auto"), args.camera_map or base.get("camera_map")
@@ -170,9 +154,9 @@ def load_training_policy(args, ckpt: dict | None = None):
                          frame_source=recorded if args.frame == "auto" and base.get("frame") else None,
                          camera_map_source=recorded if not args.camera_map and base.get("camera_map") else None)
     if ckpt is not None:
-        if ckpt["trainable_preset"] != args.trainable:
-            print(f"resume: --trainable {ckpt['trainable_preset']} (from the checkpoint; {args.trainable} ignored)")
-            args.trainable = ckpt["trainable_preset"]
+        if ckpt.trainable_preset != args.trainable:
+            print(f"resume: --trainable {ckpt.trainable_preset} (from the checkpoint; {args.trainable} ignored)")
+            args.trainable = ckpt.trainable_preset
         apply_checkpoint(policy, ckpt)
     if args.gradient_checkpointing:
         enable_step_checkpointing(policy)
@@ -228,7 +212,9 @@ def _hub_revision(policy_dir: str) -> str | None:
 def base_policy_info(policy, path: str | None, trainable: set[str], image_size: int) -> dict:
     """What a delta checkpoint records about its base (see the module docstring)."""
     info = policy.describe() if hasattr(policy, "describe") else {}
-    return {"path": str(path or type(policy).DEFAULT_PATH), "resolved_dir": str(policy.policy_dir),
+    import policy_registry as pr
+
+    return {"path": str(path or pr.entry(policy.model_type).default_path), "resolved_dir": str(policy.policy_dir),
             "revision": _hub_revision(str(policy.policy_dir)), "frame": policy.frame,
             "camera_map": dict(policy.camera_map), "task": policy.task, "n_action_steps": policy.n_action_steps,
             "chunk_size": policy.chunk_size, "image_size": int(image_size),
@@ -236,47 +222,23 @@ def base_policy_info(policy, path: str | None, trainable: set[str], image_size: 
             "frozen_fingerprint": frozen_fingerprint(policy, trainable), "stats_source": info.get("stats_source")}
 
 
-def checkpoint_fields(policy, preset: str, groups: dict, base_info: dict) -> dict:
-    """The policy part of a VLA ReinFlow checkpoint: model type, preset, the trainable tensors only
-    (``policy_state``, by parameter name, CPU copies) and ``base_policy``."""
+def checkpoint_fields(policy, preset: str, groups: dict, base_info: dict, reference=None) -> dict:
+    """The policy fields of a VLA checkpoint_io.Checkpoint: model type, preset, the trainable
+    tensors only (``policy_state``, by parameter name, CPU copies), ``base_policy`` and, with a BC
+    regulariser, the ``reference`` policy's trainable tensors only (``reference_state``: its
+    frozen rest *is* the base), so the checkpoint stays a delta."""
     names = trainable_names(policy, groups)
-    params = dict(policy.model.named_parameters())
-    return {"model_type": policy.model_type, "vla_checkpoint": VLA_CHECKPOINT_KIND, "trainable_preset": preset,
-            "trainable_groups": names, "base_policy": base_info,
-            "policy_state": {n: params[n].detach().cpu().clone() for ns in names.values() for n in ns}}
+
+    def delta(model):
+        params = dict(model.named_parameters())
+        return {n: params[n].detach().cpu().clone() for ns in names.values() for n in ns}
+
+    return {"model_type": policy.model_type, "trainable_preset": preset, "trainable_groups": names,
+            "base_policy": base_info, "policy_state": delta(policy.model),
+            "reference_state": delta(reference.model) if reference is not None else None}
 
 
-def strip_reference(out: dict, agent, policy, groups: dict) -> dict:
-    """Replace the BC regulariser's full reference-policy state in a checkpoint dict by its
-    trainable tensors only (``ref_trainable_state``: the frozen rest *is* the base, rebuilt from
-    ``base_policy``), so a VLA checkpoint stays a delta also with ``--bc-coef`` > 0. Returns ``out``."""
-    out["ref_policy_state"] = None
-    if agent.ref_policy is not None:
-        params = dict(agent.ref_policy.model.named_parameters())
-        out["ref_trainable_state"] = {n: params[n].detach().cpu().clone()
-                                      for ns in trainable_names(policy, groups).values() for n in ns}
-    return out
-
-
-def restore_reference(agent, ckpt: dict) -> None:
-    """Counterpart of :func:`strip_reference` on resume: the reference policy was deep-copied
-    from the resumed (fine-tuned) policy, so put its trainable tensors back to the stored ones.
-
-    Raises:
-        RuntimeError: the stored names differ from the reference policy's parameters.
-    """
-    ref = ckpt.get("ref_trainable_state")
-    if agent.ref_policy is None or not ref:
-        return
-    params = dict(agent.ref_policy.model.named_parameters())
-    if not set(ref) <= set(params):
-        raise RuntimeError(f"reference policy: unexpected keys {sorted(set(ref) - set(params))[:5]}; nothing was loaded")
-    with torch.no_grad():
-        for n, v in ref.items():
-            params[n].copy_(v.to(params[n].device, params[n].dtype))
-
-
-def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, list[torch.nn.Parameter]]:
+def apply_checkpoint(policy, ckpt, check_base: bool = True) -> dict[str, list[torch.nn.Parameter]]:
     """Load a delta checkpoint's trainable tensors into a freshly built base policy, strictly.
 
     Sets the checkpoint's preset on ``policy`` (``trainable_parameter_groups``) and returns its
@@ -288,14 +250,14 @@ def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, l
             frozen base weights differ from the ones it was trained on (parameters listed).
         ValueError: not a VLA delta checkpoint, or for another model type.
     """
-    if ckpt.get("vla_checkpoint") != VLA_CHECKPOINT_KIND:
+    if ckpt.base_policy is None or ckpt.trainable_preset is None:
         raise ValueError("not a VLA ReinFlow checkpoint (no trainable-delta fields)")
-    if ckpt.get("model_type") != policy.model_type:
-        raise ValueError(f"checkpoint model_type {ckpt.get('model_type')!r} vs policy {policy.model_type!r}")
-    groups = policy.trainable_parameter_groups(ckpt["trainable_preset"])
+    if ckpt.model_type != policy.model_type:
+        raise ValueError(f"checkpoint model_type {ckpt.model_type!r} vs policy {policy.model_type!r}")
+    groups = policy.trainable_parameter_groups(ckpt.trainable_preset)
     names = {n for ns in trainable_names(policy, groups).values() for n in ns}
     params = dict(policy.model.named_parameters())
-    state = ckpt["policy_state"]
+    state = ckpt.policy_state
     missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
     shape = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(params[k].shape)}"
                    for k in names & set(state) if tuple(state[k].shape) != tuple(params[k].shape))
@@ -305,13 +267,13 @@ def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, l
         raise RuntimeError(f"{policy.model_type} ReinFlow checkpoint does not match the base model "
                            f"({'; '.join(p for p in parts if p)}); nothing was loaded")
     if check_base:
-        want = ckpt.get("base_policy", {}).get("frozen_fingerprint") or {}
+        want = ckpt.base_policy.get("frozen_fingerprint") or {}
         have = frozen_fingerprint(policy, names)
         bad = sorted(k for k in set(want) | set(have)
                      if k not in want or k not in have or not np.isclose(want[k], have[k], rtol=1e-4, atol=1e-4))
         if bad:
             raise RuntimeError(f"the base policy {policy.info.get('policy_path')} is not the one this checkpoint was "
-                               f"trained on ({ckpt.get('base_policy', {}).get('path')}): {len(bad)} frozen tensors "
+                               f"trained on ({ckpt.base_policy.get('path')}): {len(bad)} frozen tensors "
                                f"differ, e.g. {bad[:5]}; nothing was loaded")
     with torch.no_grad():
         for n in names:
@@ -319,18 +281,18 @@ def apply_checkpoint(policy, ckpt: dict, check_base: bool = True) -> dict[str, l
     return groups
 
 
-def load_for_inference(ckpt: dict, args) -> Any:
+def load_for_inference(ckpt, args) -> Any:
     """Rebuild the base VLA from the path recorded in ``ckpt`` (or ``args.policy_path``) with the
     recorded frame / camera map / task / n_action_steps (flags override), then apply the delta.
 
     Raises:
         SystemExit: the base cannot be loaded; RuntimeError/ValueError: see :func:`apply_checkpoint`.
     """
-    base = ckpt["base_policy"]
+    base = ckpt.base_policy
     get = lambda name: getattr(args, name, None)
     frame = get("frame")
     recorded = "recorded in the ReinFlow checkpoint"
-    policy = load_policy(ckpt["model_type"], get("policy_path") or base["path"], device=get("device") or "auto",
+    policy = load_policy(ckpt.model_type, get("policy_path") or base["path"], device=get("device") or "auto",
                          frame=base["frame"] if frame in (None, "auto") else frame,
                          camera_map=get("camera_map") or base.get("camera_map"), task=get("task") or base.get("task"),
                          n_action_steps=get("n_action_steps") or base.get("n_action_steps"), verbose=True,
@@ -354,145 +316,7 @@ def training_reward_terms(args) -> tuple[str, ...] | None:
 def env_kwargs(args) -> dict:
     """gym.make kwargs of the image env used for VLA training/evaluation: three cameras at
     ``--image-size`` plus the privileged block pose (for the critic only)."""
-    kw = {"obs_mode": "images", "image_size": int(args.image_size), "include_env_state": True}
-    if getattr(args, "max_episode_steps", None):
-        kw["max_episode_steps"] = args.max_episode_steps
-    return kw
-
-
-def make_vector_env(args, rank: int = 0, env_fn=None):
-    """``--parallel-envs`` envs in worker processes that are restarted on failure
-    (parallel_envs.RobustVectorEnv, for every model type): ``env_fn`` (a picklable env factory;
-    train_reinflow.py passes the flow policy's state env), default the VLAs' image env. Env
-    factories are looked up at call time (tests replace ``parallel_envs.make_env``)."""
-    import parallel_envs
-
-    fn = env_fn
-    if fn is None:
-        repeat = args.group_size if getattr(args, "advantage", "gae") == "group" else 1
-        fn = partial(parallel_envs.make_env, args.env_id, reward_terms=training_reward_terms(args), repeat_block=repeat,
-                     **env_kwargs(args))
-    return parallel_envs.RobustVectorEnv([fn] * args.parallel_envs, context=args.env_start_method,
-                                         restart_seed=900_000_000 + 1_000_003 * rank + 101 * int(args.seed))
-
-
-def discard_episode(i: int, decisions: list[list[dict]], queues: list[list], open_dec: list, ep_ret: np.ndarray,
-                    ep_len: np.ndarray) -> int:
-    """Drop env ``i``'s unfinished episode from the rollout buffers (its worker was restarted):
-    the open decision and every stored decision after the env's last episode end. Returns the
-    number of decisions dropped."""
-    per_env = decisions[i]
-    keep = len(per_env)
-    while keep > 0 and not per_env[keep - 1].get("end", False):
-        keep -= 1
-    dropped = len(per_env) - keep + (open_dec[i] is not None)
-    del per_env[keep:]
-    queues[i], open_dec[i] = [], None
-    ep_ret[i], ep_len[i] = 0.0, 0
-    return dropped
-
-
-# ---------------------------------------------------------------------- several processes
-class Distributed:
-    """The multi-process side of train_reinflow.py through Hugging Face Accelerate (torch.distributed
-    underneath; gloo on CPU, NCCL on GPUs). Created only when ``WORLD_SIZE`` > 1, i.e. under
-    ``accelerate launch --num_processes P`` (or torchrun).
-
-    Every rank runs its own envs with its own seeds and computes gradients on its own decisions;
-    :meth:`average_gradients` all-reduces (means) them before each optimizer step, so the weights
-    stay identical on every rank. Ranks use the same number of decisions per iteration
-    (:meth:`equalize`) so they take the same number of optimizer steps, agree on early stopping
-    (:meth:`mean_scalar`), and update the critic's input normaliser with everyone's features
-    (:meth:`gather_cat`). Only rank 0 evaluates, logs and writes checkpoints.
-
-    Attributes:
-        accelerator, rank, world_size, device (torch.device of this rank), is_main.
-    """
-
-    def __init__(self, cpu: bool = False):
-        from accelerate import Accelerator
-
-        self.accelerator = Accelerator(cpu=cpu)
-        self.rank = self.accelerator.process_index
-        self.world_size = self.accelerator.num_processes
-        self.device = self.accelerator.device
-        self.is_main = self.accelerator.is_main_process
-        if self.device.type == "cuda":  # "cuda" (LeRobot's processors use the type only) = this rank's GPU
-            torch.cuda.set_device(self.device)
-
-    @staticmethod
-    def requested() -> bool:
-        """True under a multi-process launcher (``WORLD_SIZE`` > 1)."""
-        return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-    @staticmethod
-    def launcher_rank() -> int:
-        """This process's global rank as set by the launcher (0 without one)."""
-        return int(os.environ.get("RANK", "0"))
-
-    def average_gradients(self, params) -> None:
-        """Mean of every ``p.grad`` across ranks, in one flat all-reduce (params without a grad are
-        skipped; every rank runs the same graph, so the set is the same)."""
-        ps = [p for p in params if p.grad is not None]
-        if not ps:
-            return
-        flat = torch.cat([p.grad.reshape(-1) for p in ps])
-        flat = self.accelerator.reduce(flat, reduction="mean")
-        off = 0
-        for p in ps:
-            k = p.grad.numel()
-            p.grad.copy_(flat[off:off + k].view_as(p.grad))
-            off += k
-
-    def mean_scalar(self, x: float) -> float:
-        """Mean of a Python float across ranks."""
-        return float(self.accelerator.reduce(torch.tensor([float(x)], device=self.device), reduction="mean")[0])
-
-    def min_int(self, n: int) -> int:
-        t = self.accelerator.gather(torch.tensor([int(n)], device=self.device))
-        return int(t.min())
-
-    def gather_cat(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate (N_r, D) tensors of every rank in rank order (N_r may differ)."""
-        n = torch.tensor([x.shape[0]], device=self.device)
-        sizes = self.accelerator.gather(n).tolist()
-        pad = torch.zeros((max(sizes) - x.shape[0], *x.shape[1:]), dtype=x.dtype, device=self.device)
-        allx = self.accelerator.gather(torch.cat([x.to(self.device), pad])).cpu()
-        m = max(sizes)
-        return torch.cat([allx[r * m: r * m + s] for r, s in enumerate(sizes)])
-
-    def equalize(self, data, feats: torch.Tensor):
-        """Subsample this rank's decisions to the smallest count over ranks (evenly spaced
-        indices, deterministic), so every rank runs the same number of minibatches."""
-        from reinflow_smolvla import RolloutBatch
-
-        n_min = self.min_int(len(data))
-        if n_min == len(data):
-            return data, feats
-        idx = np.unique(np.linspace(0, len(data) - 1, n_min).round().astype(int))
-        return (RolloutBatch(data.obs_slice(idx), data.chains[idx], data.log_probs[idx], data.advantages[idx],
-                             data.returns[idx]), feats[idx])
-
-    def barrier(self) -> None:
-        self.accelerator.wait_for_everyone()
-
-
-def rank_seed(seed: int, rank: int) -> int:
-    """Seed offset of a rank (rank 0 keeps ``seed``: a 1-process run is unchanged)."""
-    return int(seed) + 104_729 * int(rank)
-
-
-def write_debug_state(directory: Path, rank: int, policy, agent) -> Path:
-    """Tests: this rank's trainable policy tensors, noise head and critic (incl. normaliser
-    buffers) to ``DIR/rank{r}.pt``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {"policy": {n: p.detach().cpu().clone() for n, p in policy.model.named_parameters() if p.requires_grad},
-             "noise_head": {k: v.detach().cpu().clone() for k, v in agent.noise_head.state_dict().items()},
-             "critic": {k: v.detach().cpu().clone() for k, v in agent.critic.state_dict().items()}}
-    path = directory / f"rank{rank}.pt"
-    torch.save(state, path)
-    return path
+    return {"obs_mode": "images", "image_size": int(args.image_size), "include_env_state": True}
 
 
 def describe_trainable(policy, groups: dict) -> str:
@@ -506,7 +330,6 @@ def describe_trainable(policy, groups: dict) -> str:
 __all__ = [
     "PRESETS",
     "VLA_SETTINGS",
-    "Distributed",
     "OFFLINE_TRAINING_HINT",
     "REINFLOW_OUTPUT_DIR",
     "add_vla_args",
@@ -514,15 +337,9 @@ __all__ = [
     "describe_settings",
     "base_policy_info",
     "checkpoint_fields",
-    "discard_episode",
     "enable_step_checkpointing",
     "env_kwargs",
     "load_for_inference",
     "load_policy",
     "load_training_policy",
-    "make_vector_env",
-    "rank_seed",
-    "restore_reference",
-    "strip_reference",
-    "write_debug_state",
 ]

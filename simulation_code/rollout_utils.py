@@ -1,12 +1,10 @@
 """Pieces shared by the scripts that run policies in the simulation.
 
-``run_mujoco_simulation.py`` and ``run_reinflow_inference.py`` keep their episode loop visible;
-what both need lives here: the common command-line arguments, the policy factory, the video
-writer and the JSON summary.
-
-A *sim policy* is any object with ``name``, ``reset()`` and ``act(obs, env) -> (6,) float32``
-joint targets in MuJoCo radians; ``env`` is the (wrapped) ``SO101PickPlaceEnv``, which privileged
-policies such as the scripted expert read their state from.
+The one episode loop, :func:`run_episode` (a *sim policy* from policy_registry: ``reset(seed)``,
+``act(obs) -> (6,)`` float32 MuJoCo radians), and :func:`run_episodes` over seeds with videos,
+an evaluation report and a progress bar; the common command-line arguments; the video writer;
+the JSON summary. Used by run_mujoco_simulation.py, run_reinflow_inference.py, train_reinflow.py
+(its evaluation), train_flow_bc.py and the benchmarks.
 """
 
 from __future__ import annotations
@@ -21,27 +19,17 @@ from pathlib import Path
 import numpy as np
 
 import cli_args
+import envs
+import policy_registry as pr
 import so101_mujoco_utils as u
-
-#: Policies ``--model-type`` accepts, and the one used when the flag is absent.
-MODEL_TYPES = ("smolvla", "pi0", "scripted", "flow")
-#: What each policy type observes (env keyword arguments): the VLAs see the three cameras; the
-#: scripted expert reads the simulator directly; the flow policy uses the privileged block pose.
-OBS_KWARGS = {
-    "smolvla": {"obs_mode": "images"},
-    "pi0": {"obs_mode": "images"},
-    "scripted": {"obs_mode": "state"},
-    "flow": {"obs_mode": "state", "include_env_state": True},
-}
-DEFAULT_MODEL_TYPE = "smolvla"
-
+import vla_frames
 
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the episode options shared by the policy-running scripts (episodes, seed, headless,
     video, summary) to ``parser`` and return it."""
     parser.add_argument("--episodes", type=cli_args.positive_int, default=1, help="number of episodes to run (>= 1)")
     parser.add_argument("--seed", type=int, default=0, help="episode i is reset with seed SEED+i")
-    parser.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0",
+    parser.add_argument("--env-id", type=cli_args.env_id, default=envs.DEFAULT_ENV_ID,
                         help="registered env id (envs/__init__.py); SO101PickPlaceNoRandom-v0 fixes the block")
     parser.add_argument("--max-steps", type=cli_args.positive_int, default=None,
                         help="per-episode step cap (default: the registration's max_episode_steps)")
@@ -59,27 +47,22 @@ def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-#: ``--frame`` values; the same tuple as ``lerobot_vla_adapter.FRAME_CHOICES`` (kept literal here so
-#: that the scripted path does not import torch; tests/test_vla_adapters.py checks they agree).
-VLA_FRAME_CHOICES = ("auto", "smolvla_absolute", "lerobot_degrees", "mujoco_radians")
-#: ``--policy-path`` default per model type (Hugging Face Hub ids).
-DEFAULT_POLICY_PATHS = {"smolvla": "lerobot/smolvla_base", "pi0": "lerobot/pi0"}
-
-
 def add_policy_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the VLA options (SmolVLA/Pi0) shared by the policy-running scripts and return ``parser``:
     --policy-path, --camera-map, --task, --frame, --quantize/--no-quantize, --device, --n-action-steps."""
     g = parser.add_argument_group("VLA policies (--model-type smolvla|pi0)")
     g.add_argument("--policy-path", default=None,
-                   help="Hugging Face Hub id or local policy directory (default: lerobot/smolvla_base for smolvla, "
-                        "lerobot/pi0 for pi0; offline tiny ones: make_tiny_policies.py --out DIR, then DIR/smolvla)")
+                   help="Hugging Face Hub id or local policy directory, or a flow checkpoint file (default: "
+                        + ", ".join(f"{k} {e.default_path and repo_path(e.default_path)}" for k, e in pr.POLICIES.items()
+                                    if e.default_path)
+                        + "; offline tiny VLAs: make_tiny_policies.py --out DIR, then DIR/smolvla)")
     g.add_argument("--camera-map", type=cli_args.camera_map, default=None,
                    help="sim camera -> checkpoint image key, e.g. camera1=front,camera2=wrist (camera1 top "
                         "'camera_up', camera2 'wrist_camera', camera3 'camera_side'); default: recorded in the "
                         "checkpoint, else the keys named camera1..3")
     g.add_argument("--task", type=cli_args.task_string, default=None,
                    help=f"language instruction, one line (default: the checkpoint's recorded training task, else {u.DEFAULT_TASK!r})")
-    g.add_argument("--frame", default="auto", choices=VLA_FRAME_CHOICES,
+    g.add_argument("--frame", default="auto", choices=vla_frames.FRAME_CHOICES,
                    help="joint frame the checkpoint was trained in: smolvla_absolute (absolute servo degrees + "
                         "reference stats; lerobot/smolvla_base), lerobot_degrees (LeRobot calibrated degrees + the "
                         "checkpoint's stats; fine-tuned on this repo's datasets), mujoco_radians; auto = recorded in "
@@ -91,106 +74,6 @@ def add_policy_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--n-action-steps", type=cli_args.positive_int, default=None,
                    help="actions executed from each predicted chunk before re-planning (default: the checkpoint's)")
     return parser
-
-
-class PolicySetupError(Exception):
-    """The requested policy cannot be set up; the message says why and what to do (scripts print
-    it as one message, without a traceback, and exit with ``exit_code``: 1, or 2 for a checkpoint
-    file that is refused, flow_policy.CheckpointError)."""
-
-    def __init__(self, message: str, exit_code: int = 1):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def load_vla_policy(model_type: str, args: argparse.Namespace):
-    """Load a SmolVLA/Pi0 adapter (:class:`vla_policy_interface.VLAPolicyInterface`) from the
-    :func:`add_policy_args` options in ``args`` (missing attributes take their defaults).
-
-    Raises:
-        PolicySetupError: weights unavailable offline, wrong checkpoint type, bad camera map/frame,
-            quantization impossible (the message comes from the adapter).
-    """
-    from lerobot_vla_adapter import PolicyLoadError
-
-    if model_type == "smolvla":
-        from smolvla_adapter import SmolVLAAdapter as adapter_cls
-    elif model_type == "pi0":
-        from pi0_adapter import PI0Adapter as adapter_cls
-    else:
-        raise ValueError(f"{model_type!r} is not a VLA type (smolvla, pi0)")
-    get = lambda name, default=None: getattr(args, name, default)  # noqa: E731
-    try:
-        return adapter_cls.load(get("policy_path") or DEFAULT_POLICY_PATHS[model_type], device=get("device"),
-                                frame=get("frame", "auto"), camera_map=get("camera_map"), task=get("task"),
-                                quantize=get("quantize"), n_action_steps=get("n_action_steps"))
-    except (PolicyLoadError, ValueError, ImportError) as e:
-        raise PolicySetupError(str(e)) from e
-
-
-def make_sim_policy(model_type: str, args: argparse.Namespace, env):
-    """Build the sim policy named by ``--model-type`` (see the module docstring).
-
-    Raises:
-        ValueError: unknown model type (lists the known ones).
-        PolicySetupError: a VLA that cannot be loaded (see :func:`load_vla_policy`), or a flow
-            checkpoint that is refused (``exit_code`` 2: flow_policy.load_checkpoint's message).
-    """
-    if model_type == "scripted":
-        return ScriptedSimPolicy(env)
-    if model_type in ("smolvla", "pi0"):
-        return VLASimPolicy(load_vla_policy(model_type, args))
-    if model_type == "flow":  # small flow policy: a BC/ReinFlow checkpoint file (flow_policy.py)
-        path = getattr(args, "policy_path", None)
-        if not path:
-            raise PolicySetupError("--model-type flow needs --policy-path = a flow checkpoint "
-                                   "(e.g. checkpoints/flow_reinflow.pt)")
-        from flow_policy import CheckpointError, FlowSimPolicy
-
-        try:
-            return FlowSimPolicy(path, seed=getattr(args, "seed", 0))
-        except CheckpointError as e:  # unsafe, corrupt, missing or not a flow checkpoint
-            raise PolicySetupError(str(e), exit_code=2) from e
-        except (FileNotFoundError, ValueError, RuntimeError) as e:
-            raise PolicySetupError(str(e)) from e
-    raise ValueError(f"Unknown --model-type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
-
-
-class VLASimPolicy:
-    """A :class:`vla_policy_interface.VLAPolicyInterface` as a sim policy: executes
-    ``n_action_steps`` of each predicted chunk (the adapter's action queue); needs image
-    observations (``obs_mode="images"``)."""
-
-    def __init__(self, adapter):
-        self.adapter = adapter
-        self.name = adapter.model_type
-
-    def reset(self) -> None:
-        self.adapter.reset()
-
-    def act(self, obs, env) -> np.ndarray:
-        return self.adapter.select_action(obs)
-
-    def describe(self) -> dict:
-        """The adapter's load report (frame, stats, camera map, task, sizes, inferences)."""
-        return self.adapter.describe() if hasattr(self.adapter, "describe") else {}
-
-
-class ScriptedSimPolicy:
-    """The scripted expert as a sim policy (reads the block pose from the env: privileged)."""
-
-    name = "scripted"
-
-    def __init__(self, env):
-        from scripted_expert import ScriptedExpert
-
-        self.expert = ScriptedExpert(env.unwrapped.model)
-
-    def reset(self) -> None:
-        self.expert.reset()
-
-    def act(self, obs, env) -> np.ndarray:
-        return self.expert.act_in_env(env)
 
 
 class VideoWriter:
@@ -248,27 +131,58 @@ def record_success_tail(env, video: "VideoWriter | None", action, success: bool,
     return n
 
 
-def video_recording_env(env, video: "VideoWriter", camera: str | None = None):
-    """``env`` wrapped so that every reset and step appends the frame of ``camera`` (default: the
-    side camera) to ``video``, and an episode that ends on a success goes on for
-    :func:`record_success_tail` frames, for episode loops that are not written out here
-    (reinflow_smolvla.evaluate: train_reinflow.py's evaluation video)."""
-    import gymnasium as gym
+def run_episode(env, policy, seed: int, video: "VideoWriter | None" = None, on_action=None) -> dict:
+    """One episode of ``policy`` (a policy_registry sim policy) in ``env``, reset with ``seed``
+    (the policy too: its sampler is seeded with it). Frames go to ``video`` (the env's
+    ``render_camera``) from the reset on, plus about 1 s after a success
+    (:func:`record_success_tail`); ``on_action(action)`` sees each action before it is executed.
 
-    class _Recording(gym.Wrapper):
-        def reset(self, **kwargs):
-            out = self.env.reset(**kwargs)
-            video.append(self.env.unwrapped.render())
-            return out
+    Returns:
+        {"seed", "return" (env reward, float), "length" (env steps), "success",
+        "sim_unstable" (the simulation diverged; :func:`episode_unstable`), "block_start" (3,)
+        list (m, world), "video_tail_frames"}.
+    """
+    obs, info = env.reset(seed=int(seed))
+    policy.reset(int(seed))
+    if video is not None:
+        video.append(env.unwrapped.render())
+    ret, length, success, unstable, done, terminated, action = 0.0, 0, False, False, False, False, None
+    while not done:
+        action = policy.act(obs)
+        if on_action is not None:
+            on_action(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        ret += float(reward)
+        length += 1
+        success = success or bool(info["is_success"])
+        unstable = episode_unstable(unstable, info)
+        done = terminated or truncated
+        if video is not None:
+            video.append(env.unwrapped.render())
+    tail = record_success_tail(env, video, action, bool(terminated and success))  # video only
+    return {"seed": int(seed), "return": ret, "length": length, "success": bool(success), "sim_unstable": unstable,
+            "block_start": env.unwrapped.initial_block_pos.tolist(), "video_tail_frames": tail}
 
-        def step(self, action):
-            obs, reward, terminated, truncated, info = self.env.step(action)
-            video.append(self.env.unwrapped.render())
-            record_success_tail(self.env, video, action, bool(terminated and info.get("is_success")))
-            return obs, reward, terminated, truncated, info
 
-    env.unwrapped.render_camera = camera or u.CAMERAS["camera3"]
-    return _Recording(env)
+def run_episodes(env, policy, seeds: list[int], video_dir: Path | None = None, report=None, progress: bool = True,
+                 video_camera: str | None = None) -> list[dict]:
+    """:func:`run_episode` for each seed, with ``VIDEO_DIR/episode_{i:03d}.mp4`` per episode
+    (the ``video_camera``, default the side camera; ``"video"`` in each result, repository-
+    relative), each action added to ``report`` (eval_report.EvalReport) and a progress bar with
+    the success rate so far (``progress``)."""
+    from tqdm import tqdm
+
+    env.unwrapped.render_camera = video_camera or u.CAMERAS["camera3"]
+    episodes: list[dict] = []
+    bar = tqdm(list(enumerate(seeds)), desc=f"{policy.name} episodes", unit="ep", disable=not progress)
+    for i, seed in bar:
+        video = VideoWriter(Path(video_dir) / f"episode_{i:03d}.mp4") if video_dir else None
+        on_action = (lambda a, i=i: report.add_step(i, a)) if report is not None else None
+        ep = run_episode(env, policy, seed, video, on_action)
+        ep["video"] = repo_path(video.close()) if video else None
+        episodes.append(ep)
+        bar.set_postfix(success=f"{sum(e['success'] for e in episodes) / len(episodes):.0%}", ret=f"{ep['return']:.1f}")
+    return episodes
 
 
 def repo_path(path) -> str:

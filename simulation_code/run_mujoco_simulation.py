@@ -11,8 +11,9 @@ the lift is visible: the reported length, return and success end at the success)
 summary (``--summary-json``; paths in it are relative to the repository root) and, with
 ``--report DIR``, a one-page HTML evaluation report with an animated preview of each episode
 (eval_report.py). Episode i uses seed SEED+i, so a run is
-reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``scripted`` the
-scripted expert.
+reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``flow`` the small
+flow policy (default: the shipped ReinFlow checkpoint), ``scripted`` the scripted expert; the
+table of types is policy_registry.POLICIES.
 
 VLAs (options: ``--policy-path --camera-map --task --frame --quantize/--no-quantize --device
 --n-action-steps``; docs/vla.md):
@@ -36,19 +37,19 @@ import time
 import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is imported)
 
 import gymnasium as gym
-from tqdm import tqdm
 
 import cli_args
 import envs  # noqa: F401  (registers the env ids)
 import eval_report
+import policy_registry as pr
 import rollout_utils as ru
 import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
-    parser.add_argument("--model-type", default=ru.DEFAULT_MODEL_TYPE, choices=ru.MODEL_TYPES,
-                        help="policy to run (default: %(default)s)")
+    parser.add_argument("--model-type", default=pr.DEFAULT_MODEL_TYPE, choices=pr.MODEL_TYPES,
+                        help="policy to run: " + "; ".join(f"{k}: {e.description}" for k, e in pr.POLICIES.items()))
     ru.add_run_args(parser)
     ru.add_policy_args(parser)
     args = parser.parse_args(argv)
@@ -63,68 +64,47 @@ def _portable_info(info: dict) -> dict:
     return {k: (ru.repo_path(v) if k in ("policy_path", "policy_dir") and v else v) for k, v in info.items()}
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def simulate(args, env_kwargs: dict, make_policy, extra=None) -> int:
+    """The run both run_mujoco_simulation.py and run_reinflow_inference.py do: the display check
+    (before the scene is built), the env (``gym.make(args.env_id, **env_kwargs)``, the viewer
+    unless ``--headless``), the sim policy ``make_policy(env)`` (policy_registry), ``--episodes``
+    episodes from ``--seed`` (rollout_utils.run_episodes), then the summary JSON and report
+    (eval_report.finish_run) with ``extra()`` (a callable, called after the episodes) in the summary. Returns the exit status (2: no
+    display, or a refused checkpoint; 1: a policy that cannot be set up)."""
     if args.verbose:
         mujoco_rendering.print_backend()
     if not args.headless and not mujoco_rendering.has_display():  # before the scene is built
         print("No display found: add --headless (videos still work with --video-dir).", file=sys.stderr)
         return 2
-    make_kwargs = {"render_mode": None if args.headless else "human"}
+    kwargs = dict(env_kwargs, render_mode=None if args.headless else "human")
     if args.max_steps is not None:
-        make_kwargs["max_episode_steps"] = args.max_steps
-    make_kwargs.update(ru.OBS_KWARGS[args.model_type])
-    env = gym.make(args.env_id, **make_kwargs)
-    env.unwrapped.render_camera = args.video_camera
+        kwargs["max_episode_steps"] = args.max_steps
+    env = gym.make(args.env_id, **kwargs)
     try:
-        policy = ru.make_sim_policy(args.model_type, args, env)
-    except ru.PolicySetupError as e:
+        policy = make_policy(env)
+    except pr.PolicySetupError as e:
         env.close()
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code  # 2: a refused checkpoint file (flow_policy.CheckpointError)
-
+        return e.exit_code  # 2: a refused checkpoint file (checkpoint_io.CheckpointError)
     if args.report and not args.video_dir:
         args.video_dir = args.report / "videos"
     report = eval_report.EvalReport()
-    episodes = []
     t0 = time.perf_counter()
-    bar = tqdm(range(args.episodes), desc=f"{policy.name} episodes", unit="ep")
     try:
-        for i in bar:
-            seed = args.seed + i
-            obs, info = env.reset(seed=seed)
-            policy.reset()
-            video = ru.VideoWriter(args.video_dir / f"episode_{i:03d}.mp4") if args.video_dir else None
-            if video:
-                video.append(env.unwrapped.render())
-            ep_return, length, success, done, unstable, terminated = 0.0, 0, False, False, False, False
-            while not done:
-                action = policy.act(obs, env)
-                report.add_step(i, action)
-                obs, reward, terminated, truncated, info = env.step(action)
-                ep_return += reward
-                length += 1
-                success = success or info["is_success"]
-                unstable = ru.episode_unstable(unstable, info)
-                done = terminated or truncated
-                if video:
-                    video.append(env.unwrapped.render())
-            tail = ru.record_success_tail(env, video, action, bool(terminated and success))  # video only
-            episodes.append({
-                "seed": seed, "return": ep_return, "length": length, "success": bool(success),
-                "sim_unstable": unstable, "block_start": env.unwrapped.initial_block_pos.tolist(),
-                "video": ru.repo_path(video.close()) if video else None, "video_tail_frames": tail,
-            })
-            rate = sum(e["success"] for e in episodes) / len(episodes)
-            bar.set_postfix(success=f"{rate:.0%}", ret=f"{ep_return:.1f}")
+        episodes = ru.run_episodes(env, policy, [args.seed + i for i in range(args.episodes)], args.video_dir, report,
+                                   video_camera=args.video_camera)
     finally:
         env.close()
-    summary = ru.summarize(episodes, policy.name, {
-        "env_id": args.env_id, "control_hz": u.CONTROL_HZ, "wall_time_s": time.perf_counter() - t0,
-        **({"policy_info": _portable_info(policy.describe())} if hasattr(policy, "describe") else {}),
-    })
+    info = {"policy_info": _portable_info(policy.describe())} if hasattr(policy, "describe") else {}
+    summary = ru.summarize(episodes, policy.name, {"env_id": args.env_id, "control_hz": u.CONTROL_HZ,
+                                                   "wall_time_s": time.perf_counter() - t0, **info, **(extra() if extra else {})})
     eval_report.finish_run(args, summary, report)
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    return simulate(args, pr.entry(args.model_type).env_kwargs, lambda env: pr.make_sim_policy(args.model_type, args, env))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
-"""SmolVLA (lerobot 0.6.1 ``SmolVLAPolicy``) behind :class:`vla_policy_interface.VLAPolicyInterface`.
+"""SmolVLA (lerobot 0.6.1 ``SmolVLAPolicy``) behind :class:`flow_matching_policy.FlowMatchingPolicy`.
 
     from smolvla_adapter import SmolVLAAdapter
     policy = SmolVLAAdapter.load("lerobot/smolvla_base")           # or a local directory
     policy.reset()
     action = policy.select_action(obs)                               # (6,) MuJoCo radians
 
-Loading, frames, cameras and task handling are shared with Pi0 (lerobot_vla_adapter.py). What is
-SmolVLA-specific here: the VLM backbone files (``config.vlm_model_name``, default
+Loading, cameras and task handling are shared with Pi0 (lerobot_vla_adapter.py; frames and camera
+maps in vla_frames.py, Hub files in hub_download.py). What is SmolVLA-specific here: the VLM backbone files (``config.vlm_model_name``, default
 ``HuggingFaceTB/SmolVLM2-500M-Video-Instruct``; only its config/tokenizer/processor are needed,
 the weights come from the policy checkpoint), the state token in the *prefix*, ``num_steps``, and
 the expert module ``vlm_with_expert.lm_expert``. LeRobot internals used are listed in
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix, ensure_hub_files
+from hub_download import ensure_hub_files
+from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
 
 #: Default VLM backbone of SmolVLAConfig (lerobot 0.6.1).
 SMOLVLM_ID = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
@@ -31,7 +32,6 @@ class SmolVLAAdapter(LeRobotVLAAdapter):
     """SmolVLA adapter; construct with :meth:`load` (see :meth:`LeRobotVLAAdapter.load`)."""
 
     model_type = "smolvla"
-    DEFAULT_PATH = "lerobot/smolvla_base"
     POLICY_CLASS_PATH = ("lerobot.policies.smolvla.modeling_smolvla", "SmolVLAPolicy")
 
     @staticmethod

@@ -335,8 +335,8 @@ class RepeatBlockWrapper(gym.Wrapper):
 
 class BlockCurriculumWrapper(gym.Wrapper):
     """Place the block by a weighted grid of polar bins instead of uniformly (a curriculum over
-    block positions, train_reinflow.py ``--block-curriculum``; :class:`BlockCurriculum` makes the
-    weights).
+    block positions, train_reinflow.py ``--block-curriculum``; reinflow_rollout.BlockCurriculum
+    makes the weights).
 
     The randomised placement (distance :data:`so101_mujoco_utils.BLOCK_DISTANCE_RANGE`, angle
     :data:`so101_mujoco_utils.BLOCK_ANGLE_RANGE_DEG`) is cut into ``n_distance x n_angle`` bins
@@ -395,61 +395,41 @@ class BlockCurriculumWrapper(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-class BlockCurriculum:
-    """Success statistics per block bin and the sampling weights they give
-    (:class:`BlockCurriculumWrapper`): positions where the policy fails more are trained on more.
+class ChunkActionWrapper(gym.Wrapper):
+    """One ``step`` executes an action chunk, so one (vector-)env step is one policy decision (the
+    ReinFlow reference trainer's shape; reinflow_rollout.collect_rollout).
 
-    Per bin b, ``successes_b`` and ``episodes_b`` are discounted sums over iterations (each
-    :meth:`update` first multiplies the old sums by ``decay``); the success estimate is
-    ``p_b = (successes_b + 1) / (episodes_b + 2)`` (Laplace), the failure priority ``1 - p_b``,
-    and the weights ``uniform / n_bins + (1 - uniform) * (1 - p_b) / sum(1 - p)``: every bin
-    keeps at least ``uniform / n_bins`` of the episodes, so improved bins are still trained on.
-    Before any episode all ``p_b`` are 1/2, so the weights are uniform.
+    ``step(actions)`` takes ``(n, 6)`` float32 MuJoCo-radian joint targets (the first
+    ``n_action_steps`` actions of a chunk), steps the wrapped env on each in turn and stops early
+    when the episode terminates or is truncated. It returns the last observation, the *sum* of the
+    rewards (float), the last ``terminated`` / ``truncated`` and the last info, in which
+    ``chunk_steps`` is the number of env steps executed (1..n), ``is_success`` is true if any step
+    succeeded and ``sim_unstable`` if any step diverged.
 
     Args:
-        bins: (n_distance, n_angle), the grid of :class:`BlockCurriculumWrapper` (so
-            ``n_bins = n_distance * n_angle``; bin id ``i * n_angle + j``).
-        uniform: share of the uniform part, in [0, 1].
-        decay: weight of the previous statistics at each update, in [0, 1).
-
-    Raises:
-        ValueError: a setting out of range.
+        env: an SO-101 env (any wrapper stack whose actions are (6,) joint targets).
+        n: actions per chunk (>= 1).
     """
 
-    def __init__(self, bins: tuple[int, int], uniform: float = 0.3, decay: float = 0.5):
-        bins = tuple(int(b) for b in bins)
-        if len(bins) != 2 or min(bins) < 1 or not 0.0 <= uniform <= 1.0 or not 0.0 <= decay < 1.0:
-            raise ValueError(f"need bins = (n_distance >= 1, n_angle >= 1), uniform in [0, 1], decay in [0, 1); "
-                             f"got {bins}, {uniform}, {decay}")
-        self.bins, self.uniform, self.decay = bins, float(uniform), float(decay)
-        self.n_bins = bins[0] * bins[1]
-        self.successes = np.zeros(self.n_bins)
-        self.episodes = np.zeros(self.n_bins)
+    def __init__(self, env: gym.Env, n: int):
+        super().__init__(env)
+        if int(n) < 1:
+            raise ValueError(f"ChunkActionWrapper needs n >= 1 actions per chunk, got {n}")
+        self.n = int(n)
+        low, high = env.action_space.low, env.action_space.high
+        self.action_space = spaces.Box(np.tile(low, (self.n, 1)), np.tile(high, (self.n, 1)), dtype=env.action_space.dtype)
 
-    def update(self, bins, successes) -> None:
-        """Add one iteration's finished episodes: ``bins`` (N,) int bin ids, ``successes`` (N,) bool."""
-        bins = np.asarray(bins, int)
-        self.successes = self.decay * self.successes + np.bincount(
-            bins, weights=np.asarray(successes, np.float64), minlength=self.n_bins)
-        self.episodes = self.decay * self.episodes + np.bincount(bins, minlength=self.n_bins)
-
-    def success_estimates(self) -> np.ndarray:
-        """(n_bins,) float64 Laplace-smoothed success rate per bin."""
-        return (self.successes + 1.0) / (self.episodes + 2.0)
-
-    def weights(self) -> np.ndarray:
-        """(n_bins,) float64 sampling probabilities (sum 1); see the class docstring."""
-        fail = 1.0 - self.success_estimates()
-        return self.uniform / self.n_bins + (1.0 - self.uniform) * fail / fail.sum()
-
-    def state_dict(self) -> dict:
-        """Plain-Python state (saved in train_reinflow.py checkpoints as ``block_curriculum``)."""
-        return {"bins": list(self.bins), "uniform": self.uniform, "decay": self.decay,
-                "successes": self.successes.tolist(), "episodes": self.episodes.tolist()}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "BlockCurriculum":
-        """Inverse of :meth:`state_dict`."""
-        c = cls(state["bins"], state["uniform"], state["decay"])
-        c.successes, c.episodes = np.array(state["successes"], np.float64), np.array(state["episodes"], np.float64)
-        return c
+    def step(self, actions):
+        actions = np.asarray(actions)
+        if actions.shape != self.action_space.shape:
+            raise ValueError(f"ChunkActionWrapper: expected actions of shape {self.action_space.shape}, got {actions.shape}")
+        total, success, unstable = 0.0, False, False
+        for k, a in enumerate(actions, start=1):
+            obs, reward, terminated, truncated, info = self.env.step(a)
+            total += float(reward)
+            success |= bool(info.get("is_success", False))
+            unstable |= bool(info.get("sim_unstable", False))
+            if terminated or truncated:
+                break
+        info = dict(info, chunk_steps=k, is_success=success, sim_unstable=unstable)
+        return obs, total, terminated, truncated, info

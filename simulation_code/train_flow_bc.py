@@ -32,7 +32,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import checkpoint_io as ckio
 import cli_args
+import demonstrations as demos
+import envs  # registers the env ids
 import flow_policy as fp
 import so101_mujoco_utils as u
 
@@ -65,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="std of the sampler's start noise at inference (0 = deterministic sampler from x=0)")
     p.add_argument("--eval-episodes", type=cli_args.nonneg_int, default=0, help="evaluate on this many seeded episodes after training")
     p.add_argument("--eval-seed", type=int, default=0, help="first evaluation seed")
-    p.add_argument("--env-id", type=cli_args.env_id, default="SO101PickPlace-v0",
+    p.add_argument("--env-id", type=cli_args.env_id, default=envs.DEFAULT_ENV_ID,
                    help="env of --scripted-episodes and the evaluation")
     p.add_argument("--threads", type=cli_args.positive_int, default=1, help="torch CPU threads (1 is fastest on a shared 2-core CPU)")
     p.add_argument("-v", "--verbose", action="store_true", help="also print setup details (the OpenGL backend chosen)")
@@ -78,9 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def load_data(args) -> dict[str, np.ndarray]:
     """Frames (MuJoCo radians) from the dataset or in-memory scripted episodes."""
     if args.dataset is not None:
-        data = fp.load_lerobot_demonstrations(str(args.dataset))
+        data = demos.load_lerobot_demonstrations(str(args.dataset))
     else:
-        data = fp.scripted_demonstrations(args.scripted_episodes, args.demo_seed, args.env_id)
+        data = demos.scripted_demonstrations(args.scripted_episodes, args.demo_seed, args.env_id)
     if args.max_demo_episodes is not None:
         keep = np.unique(data["episode_index"])[: args.max_demo_episodes]
         sel = np.isin(data["episode_index"], keep)
@@ -102,7 +105,7 @@ def main(argv=None) -> int:
     cfg = fp.FlowPolicyConfig(chunk_size=args.chunk_size, n_action_steps=args.n_action_steps, hidden_dim=args.hidden_dim,
                               depth=args.depth, num_denoise_steps=args.num_denoise_steps, action_mode=args.action_mode,
                               init_noise_scale=args.init_noise_scale)
-    chunks = fp.chunk_targets(data["action"], data["episode_index"], cfg.chunk_size)
+    chunks = demos.chunk_targets(data["action"], data["episode_index"], cfg.chunk_size)
     stats = fp.compute_norm_stats(data["state"], data["env_state"], chunks, cfg)
     policy = fp.FlowPolicy(cfg, stats)
     n_params = sum(p.numel() for p in policy.model.parameters())
@@ -134,16 +137,14 @@ def main(argv=None) -> int:
     policy.model.eval()
     train_time = time.perf_counter() - t0
 
-    ckpt = policy.checkpoint_fields()
-    ckpt.update(kind="bc", iteration=0, bc_history=history, optimizer_state=opt.state_dict(),
-                rng_state={"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
-                bc_args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                bc_data={"episodes": int(n_eps), "frames": int(len(chunks))}, history=[])
-    eval_summary = None
+    ckpt = ckio.Checkpoint(kind="bc", iteration=args.steps, history=history, optimizers={"policy": opt.state_dict()},
+                           rng_state={"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state},
+                           args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                           source=ckio.portable_source(args.dataset) if args.dataset else "scripted",
+                           data={"episodes": int(n_eps), "frames": int(len(chunks))}, **policy.checkpoint_fields())
     if args.eval_episodes:
-        eval_summary = evaluate_checkpoint_policy(policy, args)
-        ckpt["bc_eval"] = eval_summary
-    fp.save_checkpoint(args.checkpoint, ckpt)
+        ckpt.evaluation = evaluate_checkpoint_policy(policy, args)
+    ckio.save(args.checkpoint, ckpt)
     print(f"final loss {ema:.4f}; trained in {train_time:.0f} s; checkpoint -> {args.checkpoint}")
     return 0
 
@@ -152,12 +153,16 @@ def evaluate_checkpoint_policy(policy, args) -> dict:
     """Deterministic-sampler evaluation on seeds eval_seed .. eval_seed + eval_episodes - 1."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
-    from reinflow_smolvla import evaluate
+    import policy_registry as pr
+    import rollout_utils as ru
 
     seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
     t0 = time.perf_counter()
-    eps = evaluate(policy, lambda: gym.make(args.env_id, obs_mode="state", include_env_state=True), seeds)
+    env = gym.make(args.env_id, **pr.entry("flow").env_kwargs)
+    try:
+        eps = [ru.run_episode(env, pr.ChunkPolicy(policy), s) for s in seeds]
+    finally:
+        env.close()
     rate = float(np.mean([e["success"] for e in eps]))
     ret = float(np.mean([e["return"] for e in eps]))
     print(f"eval: success {rate:.0%} over {len(eps)} episodes, mean return {ret:.1f} ({time.perf_counter() - t0:.0f} s)")

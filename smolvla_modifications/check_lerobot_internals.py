@@ -86,7 +86,7 @@ SOURCE_FRAGMENTS = [
     ("lerobot.policies.pi0.modeling_pi0", '_attn_implementation = "eager"',
      "pi0_adapter.build_prefix mirrors sample_actions' switch to eager attention"),
     ("lerobot.policies.common.flow_matching", "dt = -1.0 / num_steps",
-     "Euler convention t: 1 -> 0, x <- x + dt * v, shared with reinflow_smolvla.py"),
+     "Euler convention t: 1 -> 0, x <- x + dt * v, shared with reinflow_engine.py"),
 ]
 #: Fragments that are informational only (absence is not a failure).
 OPTIONAL_FRAGMENTS = {('lerobot.policies.pi0.modeling_pi0', '"google/paligemma-3b-pt-224"')}

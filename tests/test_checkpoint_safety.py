@@ -5,6 +5,7 @@ exact."""
 
 import os
 import pickle
+from dataclasses import replace
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ torch.set_num_threads(1)
 
 import analyze_predictions  # noqa: E402
 import flow_policy as fp  # noqa: E402
+import checkpoint_io as ckio
 import print_checkpoint_stats  # noqa: E402
 import run_mujoco_simulation  # noqa: E402
 import run_reinflow_inference  # noqa: E402
@@ -27,11 +29,12 @@ from conftest import SIM_DIR  # noqa: E402
 
 SHIPPED_BC = SIM_DIR / "checkpoints" / "flow_bc.pt"
 SHIPPED_RL = SIM_DIR / "checkpoints" / "flow_reinflow.pt"
-#: sha256 (flow_policy.content_hash) of the weights of the shipped checkpoints as trained (before
-#: they were re-saved with a format v2 header and content hash): the conversion kept every bit.
+#: sha256 (checkpoint_io.content_hash) of the weight fields of the shipped checkpoints as trained:
+#: BC by benchmarks/reinflow_flow.py on 2026-11-22 (re-saved as v2 and v3 with every bit kept),
+#: ReinFlow by its re-run after the training-loop redesign on 2026-12-01 (docs/experiments/).
 SHIPPED_WEIGHTS = {SHIPPED_BC: "c5ac16e7169b763047036d30b3a3ad4f9668fc21f9e1a7815992e1db57b35c70",
-                   SHIPPED_RL: "f2966a800dc455084dba525060e605306462b856b1ee58bd3226eee72d1b2a91"}
-WEIGHT_KEYS = ("policy_state", "noise_head_state", "critic_state", "ref_policy_state")
+                   SHIPPED_RL: "3e7932501f991e0a76bc6cc6fb78541caab43f9c141813d1d1dea64c82dde882"}
+WEIGHT_KEYS = ("policy_state", "noise_head_state", "critic_state", "reference_state")
 UNSAFE = "is not a checkpoint written by this repo, or an unsafe pickle: refused without running it"
 TINY_RL = ["--model-type", "flow", "--rollout-steps", "12", "--max-episode-steps", "10", "--eval-every", "0",
            "--batch-size", "4", "--epochs", "1", "--critic-warmup-iters", "1", "--quiet", "--no-render",
@@ -51,7 +54,7 @@ class Payload:
 def crafted(path, marker, form="zip"):
     """A crafted checkpoint: this repo's fields around a payload, as torch.save writes it
     (``zip``), in torch's legacy format or as a raw pickle."""
-    obj = {"format": fp.CHECKPOINT_FORMAT, "kind": "bc", "model_type": "flow", "policy_state": Payload(marker)}
+    obj = {"format": ckio.CHECKPOINT_FORMAT, "kind": "bc", "model_type": "flow", "policy_state": Payload(marker)}
     if form == "raw":
         path.write_bytes(pickle.dumps(obj))
     else:
@@ -62,19 +65,18 @@ def crafted(path, marker, form="zip"):
 @pytest.fixture(scope="module")
 def tiny_bc(tmp_path_factory):
     """A tiny random BC checkpoint (hidden 32, depth 1) with the shipped BC policy's statistics."""
-    shipped = fp.load_checkpoint(SHIPPED_BC)
+    shipped = ckio.load(SHIPPED_BC)
     torch.manual_seed(0)
-    cfg = fp.FlowPolicyConfig(**dict(shipped["policy_config"], hidden_dim=32, depth=1))
-    ck = fp.FlowPolicy(cfg, fp.NormStats.from_dict(shipped["norm_stats"])).checkpoint_fields()
-    ck.update(kind="bc", iteration=0, history=[])
+    cfg = fp.FlowPolicyConfig(**dict(shipped.policy_config, hidden_dim=32, depth=1))
+    ck = ckio.Checkpoint(kind="bc", **fp.FlowPolicy(cfg, fp.NormStats.from_dict(shipped.norm_stats)).checkpoint_fields())
     path = tmp_path_factory.mktemp("bc") / "bc.pt"
-    fp.save_checkpoint(path, ck)
+    ckio.save(path, ck)
     return path
 
 
 def raw_load(path) -> dict:
     """torch.load as load_checkpoint does it, without any of its checks."""
-    with torch.serialization.safe_globals(fp._safe_globals()):
+    with torch.serialization.safe_globals(ckio._safe_globals()):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -127,8 +129,8 @@ def test_the_crafted_pickle_runs_code_when_unpickled_unsafely(tmp_path):
 def test_load_checkpoint_refuses_a_crafted_pickle_without_running_it(tmp_path, form):
     marker = tmp_path / "ran"
     evil = crafted(tmp_path / f"evil_{form}.pt", marker, form)
-    with pytest.raises(fp.CheckpointError) as e:
-        fp.load_checkpoint(evil)
+    with pytest.raises(ckio.CheckpointError) as e:
+        ckio.load(evil)
     assert str(e.value).startswith(str(evil)) and "refused without running it" in str(e.value)
     assert "unsafe pickle" in str(e.value) and not marker.exists()
 
@@ -161,8 +163,8 @@ def test_truncated_checkpoints_are_refused(tmp_path, capsys):
     for n in (0, 10, 4096, len(data) // 2, len(data) - 1):
         bad = tmp_path / f"cut_{n}.pt"
         bad.write_bytes(data[:n])
-        with pytest.raises(fp.CheckpointError, match="truncated or corrupt") as e:
-            fp.load_checkpoint(bad)
+        with pytest.raises(ckio.CheckpointError, match="truncated or corrupt") as e:
+            ckio.load(bad)
         assert str(e.value).startswith(str(bad))
         assert print_checkpoint_stats.main(["--checkpoint", str(bad)]) == 2
         one_error_line(capsys.readouterr().err, str(bad), "truncated or corrupt")
@@ -192,8 +194,8 @@ def test_flipped_bytes_inside_a_tensor_fail_the_content_hash(tmp_path, shipped, 
     changed = [(part, k) for part in WEIGHT_KEYS if good.get(part) for k in good[part]
                if not torch.equal(good[part][k], damaged[part][k])]
     assert changed, "the flip did not land in a tensor"
-    with pytest.raises(fp.CheckpointError, match="corrupt: content hash mismatch") as e:
-        fp.load_checkpoint(bad)
+    with pytest.raises(ckio.CheckpointError, match="corrupt: content hash mismatch") as e:
+        ckio.load(bad)
     what = {"bc": "a damaged copy of a flow BC checkpoint", "reinflow": "a damaged copy of a flow ReinFlow checkpoint"}
     assert str(e.value).startswith(str(bad)) and what[good["kind"]] in str(e.value)
     assert run_reinflow_inference.main(["--checkpoint", str(bad), "--headless"]) == 2
@@ -204,12 +206,12 @@ def test_an_edited_weight_resaved_without_the_hash_is_refused(tmp_path):
     ck = raw_load(SHIPPED_BC)
     ck["policy_state"]["obs_encoder.0.0.weight"][0, 0] += 1e-3  # stored hash kept: no longer matches
     torch.save(ck, tmp_path / "edited.pt")
-    with pytest.raises(fp.CheckpointError, match="content hash mismatch"):
-        fp.load_checkpoint(tmp_path / "edited.pt")
-    del ck["content_sha256"]  # a v2 file without its hash is just as corrupt
+    with pytest.raises(ckio.CheckpointError, match="content hash mismatch"):
+        ckio.load(tmp_path / "edited.pt")
+    del ck["content_sha256"]  # a current-format file without its hash is just as corrupt
     torch.save(ck, tmp_path / "nohash.pt")
-    with pytest.raises(fp.CheckpointError, match="content hash mismatch"):
-        fp.load_checkpoint(tmp_path / "nohash.pt")
+    with pytest.raises(ckio.CheckpointError, match="content hash mismatch"):
+        ckio.load(tmp_path / "nohash.pt")
 
 
 # ---------------------------------------------------------------------- wrong kind / not a checkpoint
@@ -226,21 +228,21 @@ def test_a_reinflow_checkpoint_where_a_bc_one_is_required_is_refused(tmp_path, c
     out = tmp_path / "rl.pt"
     assert train_reinflow.main(TINY_RL + [flag, str(SHIPPED_RL), "--checkpoint", str(out)]) == 2
     one_error_line(capsys.readouterr().err, str(SHIPPED_RL), "is a flow ReinFlow checkpoint (train_reinflow.py)",
-                   "expected a flow BC checkpoint (train_flow_bc.py)", f"--resume {SHIPPED_RL}")
+                   "expected a flow checkpoint of this repo (BC/policy-only)", f"--resume {SHIPPED_RL}")
     assert not out.exists()
 
 
 def test_another_model_types_checkpoint_is_refused(tmp_path, capsys):
     vla = tmp_path / "smolvla_rl.pt"
-    fp.save_checkpoint(vla, {"model_type": "smolvla", "kind": "reinflow", "vla_checkpoint": "delta",
-                             "policy_state": {"w": torch.zeros(2)}})
-    assert fp.load_checkpoint(vla)["model_type"] == "smolvla"  # a valid checkpoint of this repo
+    ckio.save(vla, ckio.Checkpoint(kind="reinflow", model_type="smolvla", policy_state={"w": torch.zeros(2)},
+                                   base_policy={"path": "lerobot/smolvla_base"}, trainable_preset="expert"))
+    assert ckio.load(vla).model_type == "smolvla"  # a valid checkpoint of this repo
     for main, argv in ((run_mujoco_simulation.main, ["--model-type", "flow", "--policy-path", str(vla), "--headless"]),
                        (train_reinflow.main, TINY_RL + ["--resume", str(vla), "--checkpoint", str(tmp_path / "o.pt")])):
         assert status(main, argv) == 2
         one_error_line(capsys.readouterr().err, str(vla), "is a smolvla ReinFlow checkpoint", "expected a flow")
-    with pytest.raises(fp.CheckpointError, match="expected a pi0 ReinFlow checkpoint"):
-        fp.load_checkpoint(vla, kind="reinflow", model_type="pi0")
+    with pytest.raises(ckio.CheckpointError, match="expected a pi0 ReinFlow checkpoint"):
+        ckio.load(vla, kind="reinflow", model_type="pi0")
 
 
 def test_files_that_are_not_checkpoints_are_refused_with_what_they_are(tmp_path, capsys):
@@ -258,52 +260,60 @@ def test_files_that_are_not_checkpoints_are_refused_with_what_they_are(tmp_path,
              tmp_path / "other.pt": "is a torch file but not a checkpoint written by this repo",
              tmp_path / "missing.pt": "no checkpoint at"}
     for path, what in cases.items():
-        with pytest.raises(fp.CheckpointError, match="expected a flow checkpoint of this repo") as e:
+        with pytest.raises(ckio.CheckpointError, match="expected a flow checkpoint of this repo") as e:
             fp.FlowPolicy.load(str(path))
         assert what in str(e.value) and str(path) in str(e.value)
         # the script: status 2 and one line naming the file (argparse's own path checks may answer first)
         assert status(run_mujoco_simulation.main, ["--model-type", "flow", "--policy-path", str(path), "--headless"]) == 2
         one_error_line(capsys.readouterr().err, str(path))
     with pytest.raises(FileNotFoundError):  # a missing file is also a FileNotFoundError
-        fp.load_checkpoint(tmp_path / "missing.pt")
+        ckio.load(tmp_path / "missing.pt")
 
 
 # ---------------------------------------------------------------------- shipped checkpoints, saving
 @pytest.mark.parametrize("shipped", [SHIPPED_BC, SHIPPED_RL], ids=["bc", "reinflow"])
 def test_shipped_checkpoints_load_safely_with_their_trained_weights(shipped, recwarn):
-    ck = fp.load_checkpoint(shipped, model_type="flow")
-    assert ck["format"] == fp.CHECKPOINT_FORMAT and ck["content_sha256"] == fp.content_hash(ck)
-    assert ck["kind"] == ("bc" if shipped == SHIPPED_BC else "reinflow")
+    ck, raw = ckio.load(shipped, model_type="flow"), raw_load(shipped)
+    assert raw["format"] == ckio.CHECKPOINT_FORMAT and raw["content_sha256"] == ckio.content_hash(raw)
+    assert ck.kind == ("bc" if shipped == SHIPPED_BC else "reinflow")
     assert not [w for w in recwarn if "legacy" in str(w.message)]  # converted: hash present, no legacy warning
-    assert fp.content_hash({k: ck[k] for k in WEIGHT_KEYS if k in ck}) == SHIPPED_WEIGHTS[shipped]
+    weights = {k: getattr(ck, k) for k in WEIGHT_KEYS if getattr(ck, k) is not None}
+    assert ckio.content_hash(weights) == SHIPPED_WEIGHTS[shipped]
     policy = fp.FlowPolicy.load(str(shipped))
     for k, v in policy.model.state_dict().items():
-        assert torch.equal(v, ck["policy_state"][k]) and v.dtype == ck["policy_state"][k].dtype
+        assert torch.equal(v, ck.policy_state[k]) and v.dtype == ck.policy_state[k].dtype
 
 
 def test_save_round_trip_and_what_save_refuses(tiny_bc, tmp_path):
-    ck = fp.load_checkpoint(tiny_bc)
-    ck["rng_state"] = {"numpy": np.random.RandomState(3).get_state(), "torch": torch.get_rng_state()}
-    ck["history"] = [{"eval_success": np.float64(0.25), "x": float("nan"), "bins": (2, 3)}]
-    fp.save_checkpoint(tmp_path / "a.pt", ck)
-    back = fp.load_checkpoint(tmp_path / "a.pt")  # numpy state and scalars: allowlisted, hash verified
-    assert np.array_equal(back["rng_state"]["numpy"][1], ck["rng_state"]["numpy"][1])
-    assert back["history"][0]["eval_success"] == 0.25 and back["content_sha256"] == fp.content_hash(ck)
+    ck = ckio.load(tiny_bc)
+    ck.rng_state = {"numpy": np.random.RandomState(3).get_state(), "torch": torch.get_rng_state()}
+    ck.history = [{"eval_success": np.float64(0.25), "x": float("nan"), "bins": (2, 3)}]
+    ckio.save(tmp_path / "a.pt", ck)
+    back = ckio.load(tmp_path / "a.pt")  # numpy state and scalars: allowlisted, hash verified
+    assert np.array_equal(back.rng_state["numpy"][1], ck.rng_state["numpy"][1])
+    assert back.history[0]["eval_success"] == 0.25 and ckio.content_hash(back) == ckio.content_hash(ck)
+    raw = raw_load(tmp_path / "a.pt")
+    assert raw["content_sha256"] == ckio.content_hash(raw) and raw["format"] == ckio.CHECKPOINT_FORMAT
     with pytest.raises(TypeError, match=r"PosixPath"):  # would not load with weights_only: refused at save
-        fp.save_checkpoint(tmp_path / "b.pt", dict(ck, bc_source=tmp_path))
+        ckio.save(tmp_path / "b.pt", replace(ck, source=tmp_path))
     with pytest.raises(ValueError, match="kind"):
-        fp.save_checkpoint(tmp_path / "c.pt", dict(ck, kind=None))
+        ckio.save(tmp_path / "c.pt", replace(ck, kind=None))
     assert not (tmp_path / "b.pt").exists() and not (tmp_path / "c.pt").exists()
 
 
 def test_a_legacy_v1_checkpoint_loads_with_a_warning(tmp_path):
     ck = raw_load(SHIPPED_BC)
-    del ck["content_sha256"]
-    ck["format"] = "so101-reinflow-checkpoint-v1"
-    torch.save(ck, tmp_path / "v1.pt")
+    v1 = {_V2_NAMES.get(k, k): v for k, v in ck.items() if k not in ("content_sha256", "optimizers")}
+    v1.update(format="so101-reinflow-checkpoint-v1", optimizer_state=ck["optimizers"]["policy"], history=[])
+    torch.save(v1, tmp_path / "v1.pt")
     with pytest.warns(UserWarning, match="legacy so101-reinflow-checkpoint-v1 checkpoint without a content hash"):
-        old = fp.load_checkpoint(tmp_path / "v1.pt", kind="bc")
-    assert torch.equal(old["policy_state"]["obs_encoder.0.0.weight"], ck["policy_state"]["obs_encoder.0.0.weight"])
+        old = ckio.load(tmp_path / "v1.pt", kind="bc")
+    assert torch.equal(old.policy_state["obs_encoder.0.0.weight"], ck["policy_state"]["obs_encoder.0.0.weight"])
+    assert old.history == ck["history"] and old.args == ck["args"] and list(old.optimizers) == ["policy"]
+
+
+#: How a BC checkpoint of the earlier formats named the fields of checkpoint_io.Checkpoint.
+_V2_NAMES = {"history": "bc_history", "args": "bc_args", "data": "bc_data", "evaluation": "bc_eval"}
 
 
 # ---------------------------------------------------------------------- SIGKILL while saving
@@ -321,13 +331,13 @@ point, marker = sys.argv[1], sys.argv[2]
 sys.argv = ["train_reinflow.py", *sys.argv[3:]]
 sys.path.insert(0, os.getcwd())
 import torch
-import flow_policy as fp
+import checkpoint_io as ckio
 saves = [0]
 def hold():
     open(marker, "w").close()
     time.sleep(120)
     os._exit(3)
-real_save, real_fsync, real_replace, real_ckpt = torch.save, os.fsync, os.replace, fp.save_checkpoint
+real_save, real_fsync, real_replace, real_ckpt = torch.save, os.fsync, os.replace, ckio.save
 def torch_save(obj, f, *a, **k):
     if saves[0] != 2:
         return real_save(obj, f, *a, **k)
@@ -351,7 +361,7 @@ def replace(src, dst):
 def save_checkpoint(path, ckpt):
     saves[0] += 1
     return real_ckpt(path, ckpt)
-torch.save, os.fsync, os.replace, fp.save_checkpoint = torch_save, fsync, replace, save_checkpoint
+torch.save, os.fsync, os.replace, ckio.save = torch_save, fsync, replace, save_checkpoint
 runpy.run_path("train_reinflow.py", run_name="__main__")
 """
 
@@ -398,21 +408,21 @@ def test_sigkill_during_a_checkpoint_save_keeps_the_previous_checkpoint_and_resu
     proc = _start([sys.executable, "-c", KILL_HOOK, point, str(marker), *TRAIN[2:], "--init-checkpoint", str(tiny_bc),
                    "--iterations", "2", "--checkpoint", str(ck)])
     _kill_when(proc, marker.exists)
-    reference = fp.load_checkpoint(f"{marker}.reference.pt")  # what the killed save was writing
-    assert reference["iteration"] == 2
+    reference = ckio.load(f"{marker}.reference.pt")  # what the killed save was writing
+    assert reference.iteration == 2
     tmp = ck.with_name(ck.name + ".tmp")
     assert tmp.exists()  # the interrupted save's file ...
-    prev = fp.load_checkpoint(ck)  # ... left the previous checkpoint intact: loads, hash verified
-    assert prev["iteration"] == 1 and len(prev["history"]) == 1
+    prev = ckio.load(ck)  # ... left the previous checkpoint intact: loads, hash verified
+    assert prev.iteration == 1 and len(prev.history) == 1
     if point == "write":
-        with pytest.raises(fp.CheckpointError, match="truncated or corrupt"):
-            fp.load_checkpoint(tmp)
+        with pytest.raises(ckio.CheckpointError, match="truncated or corrupt"):
+            ckio.load(tmp)
     _resume(ck, 2)
-    done = fp.load_checkpoint(ck)
-    assert done["iteration"] == 2 and not tmp.exists()
+    done = ckio.load(ck)
+    assert done.iteration == 2 and not tmp.exists()
     for part in ("policy_state", "noise_head_state", "critic_state"):
-        for k, v in reference[part].items():
-            assert torch.equal(v, done[part][k]), f"{part}.{k}: the killed + resumed run differs from the uninterrupted one"
+        for k, v in getattr(reference, part).items():
+            assert torch.equal(v, getattr(done, part)[k]), f"{part}.{k}: the killed + resumed run differs from the uninterrupted one"
 
 
 def test_sigkill_at_an_arbitrary_moment_of_a_run_that_saves_every_iteration(tiny_bc, tmp_path):
@@ -422,12 +432,12 @@ def test_sigkill_at_an_arbitrary_moment_of_a_run_that_saves_every_iteration(tiny
     proc = _start([*TRAIN, "--init-checkpoint", str(tiny_bc), "--iterations", "500", "--checkpoint", str(ck)])
     delay = float(np.random.default_rng().uniform(0.0, 0.5))
     _kill_when(proc, ck.exists, delay)
-    prev = fp.load_checkpoint(ck)
-    it = prev["iteration"]
-    assert 1 <= it < 500 and len(prev["history"]) == it, f"killed {delay:.3f} s after the first checkpoint"
+    prev = ckio.load(ck)
+    it = prev.iteration
+    assert 1 <= it < 500 and len(prev.history) == it, f"killed {delay:.3f} s after the first checkpoint"
     _resume(ck, it + 1)
-    done = fp.load_checkpoint(ck)
-    assert done["iteration"] == it + 1 and _nan_equal(done["history"][:it], prev["history"]), f"killed after {delay:.3f} s"
+    done = ckio.load(ck)
+    assert done.iteration == it + 1 and _nan_equal(done.history[:it], prev.history), f"killed after {delay:.3f} s"
 
 
 def _nan_equal(a, b) -> bool:

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 import cli_args
-import flow_policy as fp
+import checkpoint_io as ckio
+import policy_registry as pr
 import rollout_utils as ru
 import so101_mujoco_utils as u
 import train_reinflow
@@ -84,15 +85,15 @@ def test_help_without_a_model_type_shows_the_default_models_values_and_says_how_
 
 
 def test_a_resumed_run_defaults_to_its_checkpoints_settings_and_keeps_its_algorithm(monkeypatch, capsys):
-    ck = fp.load_checkpoint(SHIPPED_RL)
-    saved, cfg = ck["args"], ck["reinflow_config"]
+    ck = ckio.load(SHIPPED_RL)
+    saved, cfg = ck.args, ck.reinflow_config
     args = train_reinflow.parse_args(["--resume", str(SHIPPED_RL)])  # no --model-type: the checkpoint's
-    assert args.model_type == ck["model_type"] == "flow"
+    assert args.model_type == ck.model_type == "flow"
     assert (args.batch_size, args.epochs, args.clip, args.policy_lr) == (cfg["batch_size"], cfg["epochs"], cfg["clip"],
                                                                          cfg["policy_lr"])
     assert (args.rollout_steps, args.max_episode_steps, args.eval_seed) == (saved["rollout_steps"],
                                                                              saved["max_episode_steps"], saved["eval_seed"])
-    assert args.block_curriculum and args.curriculum_bins == tuple(ck["block_curriculum"]["bins"])
+    assert args.block_curriculum and args.curriculum_bins == tuple(ck.block_curriculum["bins"])
     assert args.rollout_steps != train_reinflow.parse_args(["--model-type", "flow"]).rollout_steps  # not vacuous
     shown = _help_defaults(_help(["--resume", str(SHIPPED_RL)], monkeypatch, capsys))
     assert shown["batch_size"] == str(cfg["batch_size"]) and shown["rollout_steps"] == str(saved["rollout_steps"])
@@ -192,7 +193,7 @@ def test_inference_defaults_to_the_shipped_checkpoint_and_a_missing_one_is_one_m
     import run_reinflow_inference as ri
 
     assert Path(ri.parse_args(["--headless"]).checkpoint) == SHIPPED_RL
-    monkeypatch.setattr(ri, "SHIPPED_CHECKPOINT", tmp_path / "gone.pt")  # as if it were not there
+    monkeypatch.setitem(pr.SHIPPED_CHECKPOINTS, "reinflow", tmp_path / "gone.pt")  # as if it were not there
     for argv in ([], ["--checkpoint", str(tmp_path / "missing.pt")]):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
@@ -302,7 +303,8 @@ def test_a_frame_or_camera_map_from_a_checkpoint_is_not_attributed_to_a_flag(mon
         raise Stop
 
     monkeypatch.setattr(rv, "load_policy", fake_load)
-    ckpt = {"model_type": "smolvla", "base_policy": {"path": "p", "frame": "lerobot_degrees", "camera_map": {"camera1": "k"}}}
+    ckpt = ckio.Checkpoint(kind="reinflow", model_type="smolvla", policy_state={},
+                           base_policy={"path": "p", "frame": "lerobot_degrees", "camera_map": {"camera1": "k"}})
     with pytest.raises(Stop):
         rv.load_for_inference(ckpt, argparse.Namespace(frame="auto", camera_map=None))
     assert seen["frame"] == "lerobot_degrees" and "recorded in the ReinFlow checkpoint" in seen["frame_source"]

@@ -516,7 +516,7 @@ def test_seed_range_table():
 def test_reinflow_settings_table():
     vla = code_value("reinflow_vla.VLA_SETTINGS")
     flow = code_value("train_reinflow.FLOW_SETTINGS")
-    engine = code_value("reinflow_smolvla.ReinFlowConfig")
+    engine = code_value("reinflow_engine.ReinFlowConfig")
 
     def shown(value) -> str:
         if isinstance(value, bool):

@@ -204,7 +204,7 @@ def test_block_curriculum_wrapper_places_blocks_in_the_weighted_bins_reproducibl
 
 
 def test_block_curriculum_weights_favour_the_bins_with_lower_success():
-    from so101_gym_env import BlockCurriculum
+    from reinflow_rollout import BlockCurriculum
 
     cur = BlockCurriculum((1, 3), uniform=0.4, decay=0.5)
     np.testing.assert_allclose(cur.weights(), np.full(3, 1 / 3))  # no episodes yet: uniform

@@ -8,6 +8,7 @@ import torch
 torch.set_num_threads(1)
 
 import flow_policy as fp  # noqa: E402
+import demonstrations as demos
 import so101_mujoco_utils as u  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def test_normalisation_round_trip_and_delta_mode():
 def test_chunk_targets_pad_with_last_action():
     acts = np.arange(10, dtype=np.float32)[:, None].repeat(6, 1)
     ep = np.array([0] * 4 + [1] * 6)
-    c = fp.chunk_targets(acts, ep, 3)
+    c = demos.chunk_targets(acts, ep, 3)
     np.testing.assert_array_equal(c[2, :, 0], [2, 3, 3])
     np.testing.assert_array_equal(c[4, :, 0], [4, 5, 6])
     np.testing.assert_array_equal(c[9, :, 0], [9, 9, 9])
@@ -76,8 +77,8 @@ def test_recorded_dataset_loader_replays_block_pose(tmp_path):
     root = tmp_path / "demos"
     assert record_dataset.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1",
                                 "--seed", "4242", "--image-size", "32"]) == 0
-    data = fp.load_lerobot_demonstrations(str(root))
-    ref = fp.scripted_demonstrations(1, 4242, only_successful=False)
+    data = demos.load_lerobot_demonstrations(str(root))
+    ref = demos.scripted_demonstrations(1, 4242, only_successful=False)
     n = len(ref["state"])
     assert len(data["state"]) >= n  # the recorder keeps a few frames after success
     np.testing.assert_allclose(data["state"][:n], ref["state"], atol=1e-3)

@@ -12,7 +12,6 @@ from functools import partial
 import numpy as np
 import parallel_envs as pe
 import pytest
-import reinflow_vla as rv
 
 KW = {"obs_mode": "images", "image_size": 32, "include_env_state": True, "max_episode_steps": 3}
 
@@ -91,13 +90,3 @@ def test_nan_state_restarts_the_worker(tmp_path):
         assert np.isfinite(obs["observation.state"]).all()
     finally:
         v.close()
-
-
-def test_discard_episode_drops_only_the_unfinished_episode():
-    decisions = [[{"end": False}, {"end": True}, {"end": False}, {"end": False}], [{"end": False}]]
-    queues, open_dec = [[1, 2], [3]], [{"end": False}, {"end": False}]
-    ep_ret, ep_len = np.array([5.0, 1.0]), np.array([7, 2])
-    assert rv.discard_episode(0, decisions, queues, open_dec, ep_ret, ep_len) == 3
-    assert decisions[0] == [{"end": False}, {"end": True}] and decisions[1] == [{"end": False}]
-    assert queues == [[], [3]] and open_dec[0] is None and open_dec[1] is not None
-    assert ep_ret.tolist() == [0.0, 1.0] and ep_len.tolist() == [0, 2]

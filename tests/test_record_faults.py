@@ -243,7 +243,7 @@ def test_is_disk_full_follows_the_cause_chain():
 def test_seeds_survive_lerobot_dataset_tools(tmp_path):
     """LeRobot's delete_episodes drops our meta/ sidecar; the episode_seed column survives, and the
     flow BC loader still replays the block pose from it."""
-    import flow_policy as fp
+    import demonstrations
     from lerobot.datasets.dataset_tools import delete_episodes
 
     root = tmp_path / "three"
@@ -253,7 +253,7 @@ def test_seeds_survive_lerobot_dataset_tools(tmp_path):
     out = tmp_path / "two"
     delete_episodes(src, episode_indices=[1], output_dir=out, repo_id="local/two")
     assert not (out / rd.RECORDING_META).exists()  # LeRobot's tool dropped the sidecar...
-    demos = fp.load_lerobot_demonstrations(out)  # ...and the replay still works from the column
+    demos = demonstrations.load_lerobot_demonstrations(out)  # ...and the replay still works from the column
     assert sorted(set(demos["episode_index"].tolist())) == [0, 1]
     # block pose at each episode's first frame == the env's block pose for seeds 7 and 9
     import gymnasium as gym

@@ -1,7 +1,7 @@
 """A few ReinFlow PPO iterations on a toy 1-D task increase its return.
 
 Toy task: one-step episodes, observation s ~ U(-1, 1), action a (1-D, flow space = action space),
-reward -(a - (0.5 + 0.5 s))^2. The policy is a tiny flow MLP behind VLAPolicyInterface; it starts
+reward -(a - (0.5 + 0.5 s))^2. The policy is a tiny flow MLP behind FlowMatchingPolicy; it starts
 near a = 0, so the optimum is learnable only through the noisy chain's log-probabilities.
 """
 
@@ -11,11 +11,11 @@ from torch import nn
 
 torch.set_num_threads(1)
 
-from reinflow_smolvla import ReinFlowAgent, ReinFlowConfig, RolloutBatch, ppo_update, sample_chain  # noqa: E402
-from vla_policy_interface import VLAPolicyInterface  # noqa: E402
+from reinflow_engine import ReinFlowAgent, ReinFlowConfig, RolloutData, critic_features, ppo_update, sample_chain  # noqa: E402
+from flow_matching_policy import FlowMatchingPolicy  # noqa: E402
 
 
-class ToyFlow(VLAPolicyInterface):
+class ToyFlow(FlowMatchingPolicy):
     model_type = "toy"
     frame = "toy"
 
@@ -78,12 +78,12 @@ def test_ppo_iterations_increase_toy_return():
         gen = torch.Generator().manual_seed(100 + it)
         s = rng.uniform(-1, 1, (512, 1)).astype(np.float32)
         obs = {"observation.state": s}
-        acts, smp = agent.act(obs, gen)
+        acts, smp, inputs = agent.act(obs, gen)
         r = -(acts[:, 0, 0] - _target(s[:, 0])) ** 2
-        v = agent.values(obs)
-        adv = r - v  # one-step episodes: GAE reduces to r - V(s)
-        data = RolloutBatch(obs, smp.chain, smp.log_prob, torch.as_tensor(adv, dtype=torch.float32),
-                            torch.as_tensor(r, dtype=torch.float32))
+        feats = critic_features(obs)
+        adv = r - agent.values(feats)  # one-step episodes: GAE reduces to r - V(s)
+        data = RolloutData(inputs, feats, smp.chain, smp.log_prob, torch.as_tensor(adv, dtype=torch.float32),
+                           torch.as_tensor(r, dtype=torch.float32))
         stats = ppo_update(agent, data, it, gen)
         assert stats["ratio_check"] <= 1e-5
     after = _mean_return(agent, s_eval, torch.Generator().manual_seed(1))

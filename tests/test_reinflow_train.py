@@ -10,6 +10,7 @@ import torch
 torch.set_num_threads(1)
 
 import flow_policy as fp  # noqa: E402
+import checkpoint_io as ckio
 import print_checkpoint_stats  # noqa: E402
 import run_reinflow_inference  # noqa: E402
 import train_flow_bc  # noqa: E402
@@ -29,9 +30,9 @@ def bc_ckpt(tmp_path_factory):
 
 
 def test_bc_checkpoint_contents(bc_ckpt):
-    ckpt = fp.load_checkpoint(bc_ckpt)
-    assert ckpt["kind"] == "bc" and ckpt["model_type"] == "flow"
-    assert ckpt["policy_config"]["hidden_dim"] == 32
+    ckpt = ckio.load(bc_ckpt)
+    assert ckpt.kind == "bc" and ckpt.model_type == "flow"
+    assert ckpt.policy_config["hidden_dim"] == 32
     pol = fp.FlowPolicy.load(str(bc_ckpt))
     assert pol.chunk_size == 8 and pol.n_action_steps == 4
 
@@ -40,36 +41,35 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
     straight = tmp_path / "straight.pt"
     assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "2",
                                           "--keep-best", "--checkpoint", str(straight)]) == 0
-    ck = fp.load_checkpoint(straight)
-    best = fp.load_checkpoint(tmp_path / "straight_best.pt")  # --keep-best: the best evaluation so far
-    evals = [(h["eval_success"], -h["iteration"]) for h in ck["history"]]
-    assert best["iteration"] == -max(evals)[1] and best["history"][-1]["eval_success"] == max(evals)[0]
-    assert ck["kind"] == "reinflow" and ck["iteration"] == 2 and len(ck["history"]) == 2
-    assert ck["history"][1]["policy_updated"] == 1.0 and ck["history"][1]["ratio_check"] <= 1e-5
+    ck = ckio.load(straight)
+    best = ckio.load(tmp_path / "straight_best.pt")  # --keep-best: the best evaluation so far
+    evals = [(h["eval_success"], -h["iteration"]) for h in ck.history]
+    assert best.iteration == -max(evals)[1] and best.history[-1]["eval_success"] == max(evals)[0]
+    assert ck.kind == "reinflow" and ck.iteration == 2 and len(ck.history) == 2
+    assert ck.history[1]["policy_updated"] == 1.0 and ck.history[1]["ratio_check"] <= 1e-5
     rows = list(csv.DictReader(open(straight.with_suffix(".csv"))))
     assert [r["iteration"] for r in rows] == ["1", "2"] and rows[1]["eval_success"] != ""
-    for key in ("policy_optimizer", "critic_optimizer", "rng_state", "noise_head_config", "critic_config"):
-        assert key in ck
-    assert ck["bc_source"] == str(bc_ckpt.resolve())  # outside the repository: absolute
+    assert sorted(ck.optimizers) == ["critic", "policy"] and ck.rng_state and ck.noise_head_config and ck.critic_config
+    assert ck.source == str(bc_ckpt.resolve())  # outside the repository: absolute
 
     half = tmp_path / "half.pt"
     assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "1",
                                           "--checkpoint", str(half)]) == 0
     assert train_reinflow.main(TINY_RL + ["--resume", str(half), "--parallel-envs", "2", "--iterations", "2",
                                           "--checkpoint", str(half)]) == 0
-    ch = fp.load_checkpoint(half)
-    assert ch["iteration"] == 2
+    ch = ckio.load(half)
+    assert ch.iteration == 2
     for part in ("policy_state", "noise_head_state", "critic_state"):
-        for k, v in ck[part].items():
-            assert torch.equal(v, ch[part][k]), f"{part}.{k} differs after resume"
+        for k, v in getattr(ck, part).items():
+            assert torch.equal(v, getattr(ch, part)[k]), f"{part}.{k} differs after resume"
     same = lambda x, y: x == y or (x != x and y != y)  # noqa: E731  (nan-aware)
-    for a, b in zip(ck["history"], ch["history"]):
+    for a, b in zip(ck.history, ch.history):
         assert same(a["pg_loss"], b["pg_loss"]) and same(a["v_loss"], b["v_loss"]) and a["env_steps"] == b["env_steps"]
 
 
 def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, tmp_path):
     import numpy as np
-    from so101_gym_env import BlockCurriculum
+    from reinflow_rollout import BlockCurriculum
 
     cur = ["--block-curriculum", "--curriculum-bins", "2", "2", "--curriculum-uniform", "0.2",
            "--reward-terms", "success,height"]
@@ -78,21 +78,21 @@ def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, t
                                                 "--checkpoint", str(straight)]) == 0
     assert train_reinflow.main(TINY_RL + cur + ["--init-checkpoint", str(bc_ckpt), "--iterations", "1",
                                                 "--checkpoint", str(half)]) == 0
-    ck, first = fp.load_checkpoint(straight), fp.load_checkpoint(half)
-    w1, w2 = (np.array(h["block_weights"]) for h in ck["history"])
+    ck, first = ckio.load(straight), ckio.load(half)
+    w1, w2 = (np.array(h["block_weights"]) for h in ck.history)
     np.testing.assert_allclose(w1, np.full(4, 0.25))  # nothing known before the first rollout
     # the second rollout used the weights of the statistics after the first
-    after1 = BlockCurriculum.from_state_dict(first["block_curriculum"])
-    assert first["block_curriculum"]["bins"] == [2, 2] and sum(after1.episodes) == first["history"][0]["episodes"] > 0
+    after1 = BlockCurriculum.from_state_dict(first.block_curriculum)
+    assert first.block_curriculum["bins"] == [2, 2] and sum(after1.episodes) == first.history[0]["episodes"] > 0
     np.testing.assert_allclose(w2, after1.weights())
     assert not np.allclose(w2, 0.25) and w2.min() >= 0.2 / 4 - 1e-12
     # resume (no curriculum flags: restored from the checkpoint) = straight
     assert train_reinflow.main(TINY_RL + ["--resume", str(half), "--iterations", "2", "--checkpoint", str(half)]) == 0
-    ch = fp.load_checkpoint(half)
-    assert ch["block_curriculum"] == ck["block_curriculum"]
-    assert [h["block_weights"] for h in ch["history"]] == [h["block_weights"] for h in ck["history"]]
-    for k, v in ck["policy_state"].items():
-        assert torch.equal(v, ch["policy_state"][k]), f"policy_state.{k} differs after resume"
+    ch = ckio.load(half)
+    assert ch.block_curriculum == ck.block_curriculum
+    assert [h["block_weights"] for h in ch.history] == [h["block_weights"] for h in ck.history]
+    for k, v in ck.policy_state.items():
+        assert torch.equal(v, ch.policy_state[k]), f"policy_state.{k} differs after resume"
     with pytest.raises(SystemExit):
         train_reinflow.parse_args(["--model-type", "flow", "--block-curriculum", "--curriculum-uniform", "2"])
 
@@ -101,29 +101,13 @@ def test_bc_source_is_relative_to_the_repository_root_inside_it(tmp_path):
     import so101_mujoco_utils as u
 
     inside = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_bc.pt"
-    assert train_reinflow.portable_source(inside) == "simulation_code/checkpoints/flow_bc.pt"
-    assert train_reinflow.portable_source(u.REPO_ROOT / "simulation_code" / ".." / "README.md") == "README.md"
-    assert train_reinflow.portable_source("lerobot/smolvla_base") == "lerobot/smolvla_base"  # a Hub id
+    assert ckio.portable_source(inside) == "simulation_code/checkpoints/flow_bc.pt"
+    assert ckio.portable_source(u.REPO_ROOT / "simulation_code" / ".." / "README.md") == "README.md"
+    assert ckio.portable_source("lerobot/smolvla_base") == "lerobot/smolvla_base"  # a Hub id
     outside = tmp_path / "bc.pt"
     outside.write_bytes(b"")
-    assert train_reinflow.portable_source(outside) == str(outside.resolve())
-    assert train_reinflow.portable_source("") == ""
-
-
-def test_group_advantages_are_episode_returns_minus_their_groups_mean():
-    import numpy as np
-    from reinflow_smolvla import ReinFlowConfig
-
-    cfg = ReinFlowConfig(reward_scale=0.5, reward_clip=2.0)
-    # env 0: episodes 0..4 (group size 2: groups {0,1}, {2,3}; episode 4 is cut off); env 1: one episode (dropped)
-    rewards0 = [(0, 1.0), (0, 10.0), (1, 0.0), (2, 2.0), (2, 2.0), (3, -1.0), (4, 6.0)]
-    decisions = [[{"reward": r, "episode": e} for e, r in rewards0], [{"reward": 3.0, "episode": 0}]]
-    keep, adv = train_reinflow.group_advantages(decisions, np.array([4, 1]), 2, cfg)
-    assert keep.tolist() == [True] * 6 + [False, False]
-    ret = {0: 0.5 + 2.0, 1: 0.0, 2: 1.0 + 1.0, 3: -0.5}  # x0.5, clipped to +-2 per decision
-    mean01, mean23 = (ret[0] + ret[1]) / 2, (ret[2] + ret[3]) / 2  # over episodes, not decisions
-    expected = [ret[0] - mean01] * 2 + [ret[1] - mean01] + [ret[2] - mean23] * 2 + [ret[3] - mean23]
-    assert adv.tolist() == pytest.approx(expected)
+    assert ckio.portable_source(outside) == str(outside.resolve())
+    assert ckio.portable_source("") == ""
 
 
 def test_group_advantage_training_runs_groups_and_rejects_a_group_of_one(bc_ckpt, tmp_path):
@@ -132,7 +116,7 @@ def test_group_advantage_training_runs_groups_and_rejects_a_group_of_one(bc_ckpt
                                           "--rollout-steps", "24", "--max-episode-steps", "4", "--advantage", "group",
                                           "--group-size", "2", "--reward-terms", "success,height",
                                           "--critic-warmup-iters", "0", "--checkpoint", str(out)]) == 0
-    row = fp.load_checkpoint(out)["history"][-1]
+    row = ckio.load(out).history[-1]
     # 24 steps / 4-step episodes = 6 episodes per env = 3 complete groups of 2; each 4-step episode = 1 decision
     assert row["episodes"] == 12 and row["decisions"] == 12 and row["policy_updated"] == 1.0
     with pytest.raises(SystemExit):
@@ -140,20 +124,20 @@ def test_group_advantage_training_runs_groups_and_rejects_a_group_of_one(bc_ckpt
 
 
 def test_strict_load_names_mismatched_keys(bc_ckpt, tmp_path):
-    ckpt = fp.load_checkpoint(bc_ckpt)
-    ckpt["policy_state"]["velocity.99.weight"] = torch.zeros(1)
-    del ckpt["policy_state"]["obs_encoder.0.0.bias"]
+    ckpt = ckio.load(bc_ckpt)
+    ckpt.policy_state["velocity.99.weight"] = torch.zeros(1)
+    del ckpt.policy_state["obs_encoder.0.0.bias"]
     with pytest.raises(RuntimeError, match=r"velocity\.99\.weight") as e:
         fp.FlowPolicy.from_checkpoint(ckpt)
     assert "obs_encoder.0.0.bias" in str(e.value) and "nothing was loaded" in str(e.value)
-    ckpt = fp.load_checkpoint(bc_ckpt)
-    ckpt["policy_config"]["hidden_dim"] = 48  # architecture differs from the stored weights
+    ckpt = ckio.load(bc_ckpt)
+    ckpt.policy_config["hidden_dim"] = 48  # architecture differs from the stored weights
     with pytest.raises(RuntimeError, match="shape mismatches"):
         fp.FlowPolicy.from_checkpoint(ckpt)
     bad = tmp_path / "not_a_ckpt.pt"
     torch.save({"weights": 1}, bad)
     with pytest.raises(ValueError, match="not a"):
-        fp.load_checkpoint(bad)
+        ckio.load(bad)
 
 
 def test_inference_autodetects_bc_and_reinflow(bc_ckpt, tmp_path, capsys):
@@ -163,7 +147,7 @@ def test_inference_autodetects_bc_and_reinflow(bc_ckpt, tmp_path, capsys):
     for path, kind, extra in ((bc_ckpt, "bc", []), (rl, "reinflow", ["--stochastic"])):
         summary = tmp_path / f"{kind}.json"
         assert run_reinflow_inference.main(["--checkpoint", str(path), "--episodes", "2", "--max-steps", "6",
-                                            "--headless", "--summary-json", str(summary)] + extra) == 0
+                                            "--headless", "-v", "--summary-json", str(summary)] + extra) == 0
         s = json.loads(summary.read_text())
         assert s["model_type"] == "flow" and s["checkpoint_kind"] == kind and s["episodes"] == 2
     out = capsys.readouterr().out
@@ -174,8 +158,9 @@ def test_inference_autodetects_bc_and_reinflow(bc_ckpt, tmp_path, capsys):
         run_reinflow_inference.main(["--checkpoint", str(rl), "--episodes", "1", "--max-steps", "8", "--headless",
                                      "--stochastic", "--seed", "7", "--summary-json", str(p)])
     assert json.loads(a.read_text())["per_episode"][0]["return"] == json.loads(b.read_text())["per_episode"][0]["return"]
-    with pytest.raises(SystemExit, match="noise head"):
-        run_reinflow_inference.main(["--checkpoint", str(bc_ckpt), "--stochastic", "--headless"])
+    capsys.readouterr()
+    assert run_reinflow_inference.main(["--checkpoint", str(bc_ckpt), "--stochastic", "--headless"]) == 1
+    assert "error: --stochastic needs a ReinFlow checkpoint (a BC checkpoint has no noise head)" in capsys.readouterr().err
     png = tmp_path / "curves.png"
     assert print_checkpoint_stats.main(["--checkpoint", str(rl), "--plot", str(png)]) == 0
     assert png.stat().st_size > 1000
@@ -207,8 +192,29 @@ def test_flow_training_survives_a_killed_env_worker(bc_ckpt, tmp_path, monkeypat
         assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2",
                                               "--iterations", "1", "--checkpoint", str(out)]) == 0
     assert marker.exists()  # a worker really was killed
-    ck = fp.load_checkpoint(out)
-    assert ck["iteration"] == 1 and ck["history"][-1]["discarded_episodes"] == 1
+    ck = ckio.load(out)
+    assert ck.iteration == 1 and ck.history[-1]["discarded_episodes"] == 1
     err = capsys.readouterr().err
     assert err.count("episodes discarded after env worker restarts (1 restarts)") == 1, err
     assert "Traceback" not in err and "EOFError" not in err
+
+
+def test_observations_are_prepared_once_per_decision_not_per_minibatch(bc_ckpt, tmp_path, monkeypatch):
+    """The PPO update works on the inputs prepared when each decision was taken: over one
+    iteration (3 decisions per env, 2 epochs of minibatches, the ratio check) ``prepare_batch``
+    runs once per rollout step and never in the update."""
+    calls = []
+    real = fp.FlowPolicy.prepare_batch
+
+    def counting(self, observations, task=None):
+        calls.append(len(observations["observation.state"]))
+        return real(self, observations, task)
+
+    monkeypatch.setattr(fp.FlowPolicy, "prepare_batch", counting)
+    out = tmp_path / "rl.pt"
+    assert train_reinflow.main(TINY_RL + ["--init-checkpoint", str(bc_ckpt), "--parallel-envs", "2", "--iterations", "1",
+                                          "--eval-every", "0", "--rollout-steps", "12", "--critic-warmup-iters", "0",
+                                          "--checkpoint", str(out)]) == 0
+    row = ckio.load(out).history[-1]
+    assert row["policy_updated"] == 1.0 and row["epochs"] >= 1 and row["decisions"] == 2 * 3
+    assert calls == [2, 2, 2]  # 12 steps / 4 per chunk = 3 batched decisions of both envs, nothing more

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +21,15 @@ import torch
 
 torch.set_num_threads(1)
 
-import flow_policy as fp
+import checkpoint_io as ckio
 import parallel_envs
 import reinflow_vla as rv
 import run_reinflow_inference
 import train_reinflow
-from reinflow_smolvla import (
+from reinflow_engine import (
     ReinFlowAgent,
     ReinFlowConfig,
-    RolloutBatch,
+    RolloutData,
     bc_regulariser,
     chain_log_prob,
     check_ratio_is_one,
@@ -116,9 +117,9 @@ def test_noise_only_on_real_dims_of_executed_steps_and_logprob_recompute(policie
     torch.testing.assert_close(lp, s.log_prob, atol=1e-5, rtol=0)
     assert torch.all(sig >= 0.08 - 1e-6) and torch.all(sig <= 0.16 + 1e-6)
     obs = _obs_batch(2)
-    data = RolloutBatch(obs, s.chain, s.log_prob, torch.tensor([1.0, -1.0]), torch.zeros(2))
+    data = RolloutData(batch, critic_features(obs), s.chain, s.log_prob, torch.tensor([1.0, -1.0]), torch.zeros(2))
     assert check_ratio_is_one(agent, data) <= 1e-5
-    bad = RolloutBatch(obs, s.chain, s.log_prob + 0.01, torch.zeros(2), torch.zeros(2))
+    bad = RolloutData(batch, critic_features(obs), s.chain, s.log_prob + 0.01, torch.zeros(2), torch.zeros(2))
     with pytest.raises(RuntimeError, match="ratio"):
         check_ratio_is_one(agent, bad)
 
@@ -145,9 +146,9 @@ def test_only_the_chosen_groups_get_gradients_and_change(policies, model, preset
     agent.noise_head.zero_grad(set_to_none=True)
 
     before = _snapshot(pol)
-    data = RolloutBatch(obs, s.chain, s.log_prob, torch.tensor([1.0, -0.5, 2.0, -1.0]), torch.zeros(4))
-    stats = ppo_update(agent, data, iteration=0, generator=torch.Generator().manual_seed(0),
-                       critic_obs_feats=critic_features(obs))
+    data = RolloutData(batch, critic_features(obs), s.chain, s.log_prob, torch.tensor([1.0, -0.5, 2.0, -1.0]),
+                       torch.zeros(4))
+    stats = ppo_update(agent, data, iteration=0, generator=torch.Generator().manual_seed(0))
     assert stats["policy_updated"] == 1.0 and stats["ratio_check"] <= 1e-5
     after = _snapshot(pol)
     changed = {n for n in before if not torch.equal(before[n], after[n])}
@@ -211,15 +212,16 @@ def test_delta_checkpoint_strict(policies, tiny_dirs):
     pol = policies["smolvla"]
     groups = pol.trainable_parameter_groups("heads")
     names = {n for ns in rv.trainable_names(pol, groups).values() for n in ns}
-    ck = rv.checkpoint_fields(pol, "heads", groups, rv.base_policy_info(pol, str(tiny_dirs["smolvla"]), names, IMG))
-    assert set(ck["policy_state"]) == names and ck["base_policy"]["path"] == str(tiny_dirs["smolvla"])
-    n_delta = sum(v.numel() for v in ck["policy_state"].values())
+    ck = ckio.Checkpoint(kind="reinflow", **rv.checkpoint_fields(
+        pol, "heads", groups, rv.base_policy_info(pol, str(tiny_dirs["smolvla"]), names, IMG)))
+    assert set(ck.policy_state) == names and ck.base_policy["path"] == str(tiny_dirs["smolvla"])
+    n_delta = sum(v.numel() for v in ck.policy_state.values())
     assert n_delta < 0.1 * sum(p.numel() for p in pol.model.parameters())  # only what trains
     fresh = rv.load_policy("smolvla", str(tiny_dirs["smolvla"]), device="cpu", verbose=False)
-    bad = dict(ck, policy_state=dict(ck["policy_state"]))
+    bad = replace(ck, policy_state=dict(ck.policy_state))
     victim = sorted(names)[0]
-    del bad["policy_state"][victim]
-    bad["policy_state"]["model.not_a_param"] = torch.zeros(1)
+    del bad.policy_state[victim]
+    bad.policy_state["model.not_a_param"] = torch.zeros(1)
     before = _snapshot(fresh)
     with pytest.raises(RuntimeError, match="nothing was loaded") as e:
         rv.apply_checkpoint(fresh, bad)
@@ -242,10 +244,10 @@ def test_bc_reference_is_stored_as_a_delta_too(tiny_dirs):
     rv.enable_step_checkpointing(pol)  # the deep-copied reference must run its own weights
     agent = _agent(pol, "heads", bc_coef=0.5)
     groups = pol.trainable_parameter_groups("heads")
-    out = rv.strip_reference(agent.state_dict(), agent, pol, groups)
+    fields = rv.checkpoint_fields(pol, "heads", groups, {}, agent.ref_policy)
     names = {n for ns in rv.trainable_names(pol, groups).values() for n in ns}
-    assert out["ref_policy_state"] is None and set(out["ref_trainable_state"]) == names
-    base = {n: v.clone() for n, v in out["ref_trainable_state"].items()}
+    assert set(fields["reference_state"]) == names  # not the whole reference policy
+    base = {n: v.clone() for n, v in fields["reference_state"].items()}
     with torch.no_grad():  # "fine-tune" the policy, then build the resumed agent from it
         for n, p in pol.model.named_parameters():
             if n in names:
@@ -255,7 +257,7 @@ def test_bc_reference_is_stored_as_a_delta_too(tiny_dirs):
     assert not torch.equal(ref[min(names)], base[min(names)])
     batch = pol.prepare_batch(_obs_batch(1), pol.task)
     assert float(bc_regulariser(resumed, batch, torch.Generator().manual_seed(0))) == 0  # ref == policy so far
-    rv.restore_reference(resumed, out)
+    resumed.load_checkpoint(ckio.Checkpoint(kind="reinflow", **{**resumed.checkpoint_fields(), **fields}))
     for n in names:
         assert torch.equal(ref[n], base[n])
     assert float(bc_regulariser(resumed, batch, torch.Generator().manual_seed(0))) > 1e-4  # ref runs its own weights
@@ -314,24 +316,24 @@ def test_train_resume_and_inference(tiny_dirs, tmp_path, monkeypatch, model, pre
         assert train_reinflow.main(_tiny_rl(model, tiny_dirs[model], preset) + ["--iterations", "1", "--checkpoint",
                                                                               str(ck_path)]) == 0
     monkeypatch.undo()
-    ck = fp.load_checkpoint(ck_path)
-    h = ck["history"][-1]
-    assert ck["kind"] == "reinflow" and ck["model_type"] == model and ck["trainable_preset"] == preset
+    ck = ckio.load(ck_path)
+    h = ck.history[-1]
+    assert ck.kind == "reinflow" and ck.model_type == model and ck.trainable_preset == preset
     assert h["ratio_check"] <= 1e-5 and h["policy_updated"] == 1.0 and h["decisions"] >= 2
     if model == "smolvla":
         assert FAULT_MARKER.exists() and h.get("discarded_episodes", 0) >= 1
         FAULT_MARKER.unlink()
-    assert set(ck["policy_state"]) == chosen  # only what trains is stored
-    assert any(not torch.equal(ck["policy_state"][n], base_state[n]) for n in chosen)
-    assert ck["base_policy"]["path"] == str(tiny_dirs[model]) and ck["base_policy"]["image_size"] == IMG
+    assert set(ck.policy_state) == chosen  # only what trains is stored
+    assert any(not torch.equal(ck.policy_state[n], base_state[n]) for n in chosen)
+    assert ck.base_policy["path"] == str(tiny_dirs[model]) and ck.base_policy["image_size"] == IMG
     if model == "pi0":
-        assert ck["args"]["gradient_checkpointing"] is True  # the Pi0 default
+        assert ck.args["gradient_checkpointing"] is True  # the Pi0 default
 
     # resume for one more iteration
     assert train_reinflow.main(_tiny_rl(model, tiny_dirs[model], preset) + [
         "--iterations", "2", "--resume", str(ck_path), "--checkpoint", str(ck_path), "--eval-every", "0"]) == 0
-    ck2 = fp.load_checkpoint(ck_path)
-    assert ck2["iteration"] == 2 and len(ck2["history"]) == 2 and ck2["history"][-1]["ratio_check"] <= 1e-5
+    ck2 = ckio.load(ck_path)
+    assert ck2.iteration == 2 and len(ck2.history) == 2 and ck2.history[-1]["ratio_check"] <= 1e-5
 
     # inference: model type auto-detected, base rebuilt from the recorded path, delta applied
     summary = tmp_path / "summary.json"
@@ -343,7 +345,7 @@ def test_train_resume_and_inference(tiny_dirs, tmp_path, monkeypatch, model, pre
     assert f"model_type={model}" in capsys.readouterr().out
     loaded = rv.load_for_inference(ck2, type("A", (), {"device": "cpu"})())
     for n, p in loaded.model.named_parameters():
-        torch.testing.assert_close(p.detach(), ck2["policy_state"][n] if n in chosen else base_state[n], atol=0, rtol=0)
+        torch.testing.assert_close(p.detach(), ck2.policy_state[n] if n in chosen else base_state[n], atol=0, rtol=0)
 
 
 class _nullcontext:

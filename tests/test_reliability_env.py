@@ -13,6 +13,7 @@ import pytest
 
 import envs  # noqa: F401  (registers the env ids)
 import mujoco_rendering
+import policy_registry as pr
 import rollout_utils as ru
 import run_mujoco_simulation
 import so101_mujoco_utils as u
@@ -111,16 +112,16 @@ def test_vector_env_stacks_sim_unstable():
 def test_run_script_summary_counts_unstable_episodes(tmp_path, capsys, monkeypatch):
     """run_mujoco_simulation.py: the first of two episodes diverges at its 3rd step; the summary
     JSON counts it, the episode says so, the result line says "unstable 1"."""
-    act = ru.ScriptedSimPolicy.act
+    act = pr.ScriptedPolicy.act
     calls = {"n": 0}
 
-    def act_and_break_the_first_episode(self, obs, env):
+    def act_and_break_the_first_episode(self, obs):
         calls["n"] += 1
         if calls["n"] == 3:
-            env.unwrapped.data.qvel[env.unwrapped.ids.dof_adr[1]] = 1e300
-        return act(self, obs, env)
+            self.env.unwrapped.data.qvel[self.env.unwrapped.ids.dof_adr[1]] = 1e300
+        return act(self, obs)
 
-    monkeypatch.setattr(ru.ScriptedSimPolicy, "act", act_and_break_the_first_episode)
+    monkeypatch.setattr(pr.ScriptedPolicy, "act", act_and_break_the_first_episode)
     path = tmp_path / "summary.json"
     with pytest.warns(u.SimulationUnstableWarning, match="step 3"):
         assert run_mujoco_simulation.main(["--model-type", "scripted", "--episodes", "2", "--max-steps", "6",

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-import lerobot_vla_adapter as lva
-import rollout_utils as ru
 import so101_mujoco_utils as u
+import vla_frames as vf
+from conftest import SIM_DIR
+from hub_download import PolicyLoadError
 from make_tiny_policies import PI0_STATS_MEAN, PI0_STATS_STD, TINY_CHUNK, TINY_N_ACTION_STEPS
 from pi0_adapter import PI0Adapter
 from smolvla_adapter import SmolVLAAdapter
-from vla_policy_interface import VLAPolicyInterface, _add_batch_axis
+from flow_matching_policy import FlowMatchingPolicy, _add_batch_axis
 from vla_tiny import fake_obs
 
 ADAPTERS = {"smolvla": SmolVLAAdapter, "pi0": PI0Adapter}
@@ -33,8 +36,14 @@ def loaded(tiny_dirs):
 
 
 # ----------------------------------------------------------------------------- frames
-def test_frame_choices_agree_with_rollout_utils():
-    assert ru.VLA_FRAME_CHOICES == lva.FRAME_CHOICES
+def test_frame_choices_and_vla_frames_imports_no_torch():
+    """``--frame`` choices are defined once, in vla_frames, which parsers import without torch."""
+    assert vf.FRAME_CHOICES == ("auto", *vf.FRAMES)
+    assert set(vf.FRAMES) == set(vf._FRAME_CONVERSIONS)  # noqa: SLF001
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import vla_frames; "
+            "bad = [m for m in ('torch', 'lerobot', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(SIM_DIR)], check=True, timeout=120)
 
 
 def test_frame_conversions_against_hand_computed_values():
@@ -43,26 +52,40 @@ def test_frame_conversions_against_hand_computed_values():
     q[5] = lo + 0.25 * (hi - lo)  # gripper a quarter open
     g_deg = np.degrees(q[5])
     # smolvla_absolute: degrees + offsets (0, 120, 110, 57, -27, 12) from reference 000
-    np.testing.assert_allclose(lva.mujoco_to_frame(q, "smolvla_absolute"),
+    np.testing.assert_allclose(vf.mujoco_to_frame(q, "smolvla_absolute"),
                                [10.0, 100.0, 140.0, 57.0, 18.0, g_deg + 12.0], atol=1e-9)
     # lerobot_degrees: body joints in degrees, gripper 0..100 over its range
-    np.testing.assert_allclose(lva.mujoco_to_frame(q, "lerobot_degrees"), [10.0, -20.0, 30.0, 0.0, 45.0, 25.0],
+    np.testing.assert_allclose(vf.mujoco_to_frame(q, "lerobot_degrees"), [10.0, -20.0, 30.0, 0.0, 45.0, 25.0],
                                atol=1e-9)
-    np.testing.assert_allclose(lva.mujoco_to_frame(q, "mujoco_radians"), q)
-    for frame in lva.FRAMES:
-        np.testing.assert_allclose(lva.frame_to_mujoco(lva.mujoco_to_frame(q, frame), frame), q, atol=1e-12)
+    np.testing.assert_allclose(vf.mujoco_to_frame(q, "mujoco_radians"), q)
+    for frame in vf.FRAMES:
+        np.testing.assert_allclose(vf.frame_to_mujoco(vf.mujoco_to_frame(q, frame), frame), q, atol=1e-12)
     with pytest.raises(ValueError, match="smolvla_absolute"):
-        lva.mujoco_to_frame(q, "degrees")
+        vf.mujoco_to_frame(q, "degrees")
 
 
 def test_resolve_frame_rules():
-    assert lva.resolve_frame("auto", {}, "lerobot/smolvla_base")[0] == "smolvla_absolute"
-    assert lva.resolve_frame("auto", {}, "someone/smolvla_so101_finetune")[0] == "lerobot_degrees"
-    assert lva.resolve_frame("auto", {"frame": "mujoco_radians"}, "lerobot/smolvla_base")[0] == "mujoco_radians"
-    frame, why = lva.resolve_frame("lerobot_degrees", {"frame": "smolvla_absolute"}, "x/y")
+    assert vf.resolve_frame("auto", {}, "lerobot/smolvla_base")[0] == "smolvla_absolute"
+    assert vf.resolve_frame("auto", {}, "someone/smolvla_so101_finetune")[0] == "lerobot_degrees"
+    assert vf.resolve_frame("auto", {"frame": "mujoco_radians"}, "lerobot/smolvla_base")[0] == "mujoco_radians"
+    frame, why = vf.resolve_frame("lerobot_degrees", {"frame": "smolvla_absolute"}, "x/y")
     assert frame == "lerobot_degrees" and "overrides" in why
     with pytest.raises(ValueError, match="auto"):
-        lva.resolve_frame("radians", {}, "x/y")
+        vf.resolve_frame("radians", {}, "x/y")
+
+
+def test_policy_meta_round_trip_and_errors(tmp_path):
+    assert vf.read_policy_meta(tmp_path) == {}
+    cmap = {"camera1": "observation.images.top"}
+    path = vf.write_policy_meta(tmp_path, "mujoco_radians", task="t", camera_map=cmap, dataset="d")
+    assert path == tmp_path / vf.META_FILE
+    assert vf.read_policy_meta(tmp_path) == {"frame": "mujoco_radians", "task": "t", "camera_map": cmap, "dataset": "d"}
+    assert vf.resolve_frame("auto", vf.read_policy_meta(tmp_path), "lerobot/smolvla_base")[0] == "mujoco_radians"
+    with pytest.raises(ValueError, match="smolvla_absolute"):
+        vf.write_policy_meta(tmp_path, "degrees")
+    path.write_text("{not json")
+    with pytest.raises(PolicyLoadError, match="not valid JSON"):
+        vf.read_policy_meta(tmp_path)
 
 
 def test_normalised_state_hand_computed(loaded):
@@ -117,7 +140,7 @@ def test_our_denoise_loop_equals_lerobot_sample_actions(loaded, name):
     own sample_actions bit for bit on the same noise: the KV-cache reuse and time grid match."""
     a = loaded[name]
     noise = a.sample_noise(1, torch.Generator().manual_seed(3))
-    ours = VLAPolicyInterface.predict_action_chunk(a, fake_obs(), noise=noise.clone())
+    ours = FlowMatchingPolicy.predict_action_chunk(a, fake_obs(), noise=noise.clone())
     lerobots = a.predict_action_chunk(fake_obs(), noise=noise.clone())
     np.testing.assert_allclose(ours, lerobots, atol=1e-5)
     other = a.predict_action_chunk(fake_obs(), noise=a.sample_noise(1, torch.Generator().manual_seed(4)))
@@ -190,21 +213,21 @@ def test_expert_hidden_and_trainable_groups(tiny_dirs, name):
 def test_camera_map_default_and_errors():
     expected = ["observation.images.top", "observation.images.wrist"]
     with pytest.raises(ValueError) as e:
-        lva.resolve_camera_map(expected)
+        vf.resolve_camera_map(expected)
     msg = str(e.value)
     assert "observation.images.top" in msg and "observation.images.wrist" in msg  # expected keys
     assert "camera1 (camera_up)" in msg and "camera3 (camera_side)" in msg  # available cameras
     assert "--camera-map" in msg
-    cmap, why = lva.resolve_camera_map(expected, "camera1=top,camera2=observation.images.wrist")
+    cmap, why = vf.resolve_camera_map(expected, "camera1=top,camera2=observation.images.wrist")
     assert cmap == {"camera1": "observation.images.top", "camera2": "observation.images.wrist"}
-    assert lva.resolve_camera_map(list(u.IMAGE_KEYS))[0] == {k: u.OBS_IMAGE_PREFIX + k for k in u.CAMERAS}
+    assert vf.resolve_camera_map(list(u.IMAGE_KEYS))[0] == {k: u.OBS_IMAGE_PREFIX + k for k in u.CAMERAS}
     with pytest.raises(ValueError, match="no camera 'camera4'"):
-        lva.resolve_camera_map(expected, "camera4=top,camera2=wrist")
+        vf.resolve_camera_map(expected, "camera4=top,camera2=wrist")
     with pytest.raises(ValueError, match="no image feature 'observation.images.front'"):
-        lva.resolve_camera_map(expected, "camera1=front,camera2=wrist")
+        vf.resolve_camera_map(expected, "camera1=front,camera2=wrist")
     with pytest.raises(ValueError, match="must look like"):
-        lva.parse_camera_map("camera1:top")
-    assert lva.parse_camera_map('{"camera3": "top"}') == {"camera3": "observation.images.top"}
+        vf.parse_camera_map("camera1:top")
+    assert vf.parse_camera_map('{"camera3": "top"}') == {"camera3": "observation.images.top"}
 
 
 def test_camera_map_error_at_load_names_expected_keys(tiny_dirs):
@@ -238,8 +261,28 @@ def test_frame_flag_changes_the_state_the_model_sees(tiny_dirs):
 
 
 def test_wrong_model_type_is_refused(tiny_dirs):
-    with pytest.raises(lva.PolicyLoadError, match="--model-type pi0"):
+    with pytest.raises(PolicyLoadError, match="--model-type pi0"):
         SmolVLAAdapter.load(str(tiny_dirs["pi0"]), device="cpu", verbose=False)
+
+
+def test_real_pi0_directory_does_not_import_the_tiny_patch(tmp_path, monkeypatch):
+    """Only a directory carrying TINY_PI0_MARKER is built through lerobot_tiny_pi0_patch; for any
+    other Pi0 checkpoint the patch module is not even imported."""
+    from pi0_adapter import TINY_PI0_MARKER
+
+    monkeypatch.delitem(sys.modules, "lerobot_tiny_pi0_patch", raising=False)
+    sentinel, calls = object(), []
+
+    class StubPolicy:
+        @classmethod
+        def from_pretrained(cls, path, config, strict):
+            calls.append((path, config, strict))
+            return sentinel
+
+    assert not (tmp_path / TINY_PI0_MARKER).exists()
+    assert PI0Adapter._build_policy(StubPolicy, tmp_path, "cfg") is sentinel  # noqa: SLF001
+    assert calls == [(str(tmp_path), "cfg", True)]
+    assert "lerobot_tiny_pi0_patch" not in sys.modules
 
 
 def test_mismatching_weights_are_refused_not_silently_random(tiny_dirs, tmp_path):
@@ -251,7 +294,7 @@ def test_mismatching_weights_are_refused_not_silently_random(tiny_dirs, tmp_path
     cfg["max_action_dim"] = 16  # action projections no longer match the stored tensors
     cfg["max_state_dim"] = 16
     (bad / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(lva.PolicyLoadError, match="refusing a partial load"):
+    with pytest.raises(PolicyLoadError, match="refusing a partial load"):
         PI0Adapter.load(str(bad), device="cpu", verbose=False)
 
 
@@ -259,14 +302,14 @@ def test_missing_processor_files_explained(tiny_dirs, tmp_path):
     bad = tmp_path / "smol_noproc"
     shutil.copytree(tiny_dirs["smolvla"], bad)
     (bad / "policy_preprocessor.json").unlink()
-    with pytest.raises(lva.PolicyLoadError, match="migrate_policy_normalization"):
+    with pytest.raises(PolicyLoadError, match="migrate_policy_normalization"):
         SmolVLAAdapter.load(str(bad), device="cpu", verbose=False)
 
 
 def test_tiny_policy_directories_are_normal_lerobot_checkpoints(tiny_dirs):
     for name, d in tiny_dirs.items():
         for f in ("config.json", "model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json",
-                  lva.META_FILE):
+                  vf.META_FILE):
             assert (d / f).is_file(), (name, f)
         assert json.loads((d / "config.json").read_text())["type"] == name
     assert (tiny_dirs["smolvla"] / "vlm" / "tokenizer.json").is_file()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-import lerobot_vla_adapter as lva
 import run_mujoco_simulation
+from hub_download import PolicyLoadError, PolicyUnavailableOffline
 from smolvla_adapter import SmolVLAAdapter
 
 
@@ -44,9 +44,9 @@ def test_pi0_message_names_the_gated_tokenizer(empty_offline_cache, capsys):
 
 
 def test_missing_local_directory_is_not_treated_as_a_repo(empty_offline_cache):
-    with pytest.raises(lva.PolicyLoadError, match="no such directory"):
+    with pytest.raises(PolicyLoadError, match="no such directory"):
         SmolVLAAdapter.load("../outputs/does_not_exist", device="cpu", verbose=False)
-    with pytest.raises(lva.PolicyUnavailableOffline, match="someone/some_policy"):
+    with pytest.raises(PolicyUnavailableOffline, match="someone/some_policy"):
         SmolVLAAdapter.load("someone/some_policy", device="cpu", verbose=False)
 
 

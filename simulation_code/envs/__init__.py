@@ -11,6 +11,9 @@ Keyword arguments of ``gym.make`` go to :class:`so101_gym_env.SO101PickPlaceEnv`
 
 import gymnasium as gym
 
+#: The env id every script uses unless told otherwise (``--env-id``), and its fixed-block twin.
+DEFAULT_ENV_ID = "SO101PickPlace-v0"
+FIXED_BLOCK_ENV_ID = "SO101PickPlaceNoRandom-v0"
 #: Episode lengths, in control steps (one place for these numbers).
 MAX_EPISODE_STEPS = {"SO101PickPlace-v0": 150, "SO101PickPlaceNoRandom-v0": 150, "SO101PickPlaceHuman-v0": 1000}
 

@@ -1,6 +1,6 @@
 """ReinFlow: fine-tune a flow-matching policy with PPO through a noise-injected denoising chain.
 
-Policy-agnostic: every policy call goes through :class:`vla_policy_interface.VLAPolicyInterface`
+Policy-agnostic: every policy call goes through :class:`flow_matching_policy.FlowMatchingPolicy`
 (``prepare_batch``, ``build_prefix``, ``denoise_step``, ``expert_hidden``, ``sample_noise``,
 ``to_mujoco_actions``, ``trainable_parameter_groups``), so the small flow policy, SmolVLA and Pi0
 run on the same engine. Reference: Zhang et al. 2025, "ReinFlow: Fine-tuning Flow Matching
@@ -31,7 +31,7 @@ same fixed-block episode succeeds for 27-63% of x_0 draws), and then success is 
 by x_0, which is pure noise for the gradient: PPO did not improve such a policy in 50-70k env
 steps, and it did within a few iterations with s = 0 (an earlier measurement whose fixed-block run
 does not reproduce with today's code; docs/experiments/2026-11-21-reinflow-flow-findings.md). The
-policy's own sampler uses the same s (``VLAPolicyInterface.init_noise_scale``), so training and
+policy's own sampler uses the same s (``FlowMatchingPolicy.init_noise_scale``), so training and
 deployment see the same chain start.
 
 PPO (:func:`ppo_update`): clipped ratio, GAE (:func:`compute_gae`), a critic (:class:`Critic`,
@@ -50,13 +50,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from vla_policy_interface import euler_mean, euler_sample
+from flow_matching_policy import euler_mean, euler_sample
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -247,7 +246,7 @@ def sample_chain(policy, noise_head: NoiseHead | None, batch: dict, num_steps: i
     """Sample a (stochastic or deterministic) denoising chain for a batch of observations.
 
     Args:
-        policy: a :class:`VLAPolicyInterface` (in eval mode).
+        policy: a :class:`FlowMatchingPolicy` (in eval mode).
         noise_head: required unless ``deterministic``.
         batch: ``policy.prepare_batch(...)`` output with B observations.
         num_steps: K.
@@ -424,7 +423,7 @@ def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, adv: t
 
 # ---------------------------------------------------------------------- the agent
 class ReinFlowAgent:
-    """Policy (any :class:`VLAPolicyInterface`) + noise head + critic + optimizers + a frozen
+    """Policy (any :class:`FlowMatchingPolicy`) + noise head + critic + optimizers + a frozen
     copy of the pretrained policy (for the BC regulariser).
 
     Args:
@@ -472,59 +471,116 @@ class ReinFlowAgent:
 
     @torch.no_grad()
     def act(self, observations: dict, generator: torch.Generator | None, deterministic: bool = False,
-            task: str | None = None) -> tuple[np.ndarray, ChainSample]:
-        """Chunks for a batch of env observations: ((B, chunk, 6) MuJoCo radians, ChainSample)."""
+            task: str | None = None) -> tuple[np.ndarray, ChainSample, dict]:
+        """Chunks for a batch of B env observations: ((B, chunk, 6) float32 MuJoCo radians, the
+        ChainSample, the policy's prepared batch, which the rollout buffer keeps for the update)."""
         batch = self.policy.prepare_batch(observations, task or self.policy.task)
         s = sample_chain(self.policy, None if deterministic else self.noise_head, batch, self.cfg.num_steps,
                          deterministic=deterministic, generator=generator)
-        return self.policy.to_mujoco_actions(s.x, batch), s
+        return self.policy.to_mujoco_actions(s.x, batch), s, batch
 
     @torch.no_grad()
-    def values(self, observations: dict) -> np.ndarray:
-        """V for a batch of env observations: (B,) float64."""
-        return self.critic(critic_features(observations).to(self.policy.device)).double().cpu().numpy()
+    def values(self, feats: torch.Tensor) -> np.ndarray:
+        """V for (B, D) :func:`critic_features`: (B,) float64."""
+        return self.critic(feats.to(self.policy.device)).double().cpu().numpy()
 
     # -------------------------------------------------------------- checkpoint pieces
-    def state_dict(self) -> dict:
-        """Noise head, critic and optimizer states (the policy weights are saved by the caller)."""
+    def checkpoint_fields(self) -> dict:
+        """The agent's fields of a checkpoint_io.Checkpoint: ReinFlow config, noise head and critic
+        (config + weights), both optimizer states, the BC reference's weights (the policy's own
+        weights are the backend's)."""
         return {"noise_head_config": dict(self.noise_head.config), "noise_head_state": _cpu(self.noise_head.state_dict()),
                 "critic_config": dict(self.critic.config), "critic_state": _cpu(self.critic.state_dict()),
-                "policy_optimizer": self.policy_opt.state_dict(), "critic_optimizer": self.critic_opt.state_dict(),
+                "optimizers": {"policy": self.policy_opt.state_dict(), "critic": self.critic_opt.state_dict()},
                 "reinflow_config": asdict(self.cfg),
-                "ref_policy_state": _cpu(self.ref_policy.model.state_dict()) if self.ref_policy is not None else None}
+                "reference_state": _cpu(self.ref_policy.model.state_dict()) if self.ref_policy is not None else None}
 
-    def load_state_dict(self, d: dict) -> None:
-        """Strict counterpart of :meth:`state_dict` (names mismatched keys, never partial)."""
-        from flow_policy import strict_load_state_dict
+    def load_checkpoint(self, ckpt) -> None:
+        """Strict counterpart of :meth:`checkpoint_fields` for a checkpoint_io.Checkpoint (names
+        mismatched keys, never partial). A reference state holding only some tensors (a VLA
+        delta) is applied to those tensors.
 
-        if d["noise_head_config"]["hidden_dim"] != self.noise_head.config["hidden_dim"]:
-            raise RuntimeError(f"noise head: checkpoint hidden_dim {d['noise_head_config']['hidden_dim']} vs "
+        Raises:
+            RuntimeError: a noise head for another policy width, or mismatched keys.
+        """
+        from checkpoint_io import strict_load_state_dict
+
+        if ckpt.noise_head_config["hidden_dim"] != self.noise_head.config["hidden_dim"]:
+            raise RuntimeError(f"noise head: checkpoint hidden_dim {ckpt.noise_head_config['hidden_dim']} vs "
                                f"policy {self.noise_head.config['hidden_dim']}")
-        strict_load_state_dict(self.noise_head, d["noise_head_state"], "noise head")
-        strict_load_state_dict(self.critic, d["critic_state"], "critic")
-        self.policy_opt.load_state_dict(d["policy_optimizer"])
-        self.critic_opt.load_state_dict(d["critic_optimizer"])
-        if self.ref_policy is not None and d.get("ref_policy_state") is not None:
-            strict_load_state_dict(self.ref_policy.model, d["ref_policy_state"], "reference policy")
+        strict_load_state_dict(self.noise_head, ckpt.noise_head_state, "noise head")
+        strict_load_state_dict(self.critic, ckpt.critic_state, "critic")
+        self.policy_opt.load_state_dict(ckpt.optimizers["policy"])
+        self.critic_opt.load_state_dict(ckpt.optimizers["critic"])
+        ref = ckpt.reference_state
+        if self.ref_policy is None or not ref:
+            return
+        own = self.ref_policy.model.state_dict()
+        if set(ref) == set(own):
+            strict_load_state_dict(self.ref_policy.model, ref, "reference policy")
+            return
+        params = dict(self.ref_policy.model.named_parameters())
+        if not set(ref) <= set(params):
+            raise RuntimeError(f"reference policy: unexpected keys {sorted(set(ref) - set(params))[:5]}; nothing was loaded")
+        with torch.no_grad():
+            for n, v in ref.items():
+                params[n].copy_(v.to(params[n].device, params[n].dtype))
 
 
 def _cpu(sd: dict) -> dict:
     return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
 
-# ---------------------------------------------------------------------- rollout buffer
+# ---------------------------------------------------------------------- what PPO consumes
+def take_inputs(inputs: dict, idx) -> dict:
+    """Rows ``idx`` of a policy's prepared batch (``policy.prepare_batch`` output): tensors and
+    numpy arrays indexed on their first axis, lists element-wise, anything else kept."""
+    out = {}
+    for k, v in inputs.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v[torch.as_tensor(idx, device=v.device)]
+        elif isinstance(v, np.ndarray):
+            out[k] = v[idx]
+        elif isinstance(v, list):
+            out[k] = [v[int(i)] for i in idx]
+        else:
+            out[k] = v
+    return out
+
+
+def cat_inputs(batches: list[dict]) -> dict:
+    """Concatenate prepared batches on their first axis (tensors, numpy arrays, lists); a value
+    that is neither is taken from the first batch."""
+    out = {}
+    for k, v in batches[0].items():
+        if isinstance(v, torch.Tensor):
+            out[k] = torch.cat([b[k] for b in batches])
+        elif isinstance(v, np.ndarray):
+            out[k] = np.concatenate([b[k] for b in batches])
+        elif isinstance(v, list):
+            out[k] = [x for b in batches for x in b[k]]
+        else:
+            out[k] = v
+    return out
+
+
 @dataclass
-class RolloutBatch:
-    """Flattened decisions of one iteration.
+class RolloutData:
+    """One iteration's decisions, flattened (reinflow_rollout.RolloutBuffer.flatten), as
+    :func:`ppo_update` consumes them.
 
     Attributes:
-        observations: dict of (N, ...) numpy arrays (the env observation at each decision).
-        chains: (N, K+1, chunk, max_action_dim) float32.
+        inputs: the policy's prepared batch of every decision's observation
+            (``policy.prepare_batch``, computed once when the decision was taken: images,
+            tokens and normalisation are never recomputed per minibatch or epoch).
+        critic_feats: (N, D) float32 :func:`critic_features` of the observations.
+        chains: (N, K+1, chunk, max_action_dim) the sampled chains, policy dtype.
         log_probs: (N,) sampling-time log-probs.
-        advantages, returns: (N,) float32.
+        advantages, returns: (N,) float32 (advantages not yet normalised).
     """
 
-    observations: dict
+    inputs: dict
+    critic_feats: torch.Tensor
     chains: torch.Tensor
     log_probs: torch.Tensor
     advantages: torch.Tensor
@@ -533,11 +589,14 @@ class RolloutBatch:
     def __len__(self) -> int:
         return len(self.log_probs)
 
-    def obs_slice(self, idx: np.ndarray) -> dict:
-        return {k: v[idx] for k, v in self.observations.items()}
+    def select(self, idx) -> "RolloutData":
+        """The decisions ``idx`` (an int array), same order."""
+        t = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return RolloutData(take_inputs(self.inputs, idx), self.critic_feats[t], self.chains[t], self.log_probs[t],
+                           self.advantages[t], self.returns[t])
 
 
-def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutBatch, chunk: int = 1024) -> float:
+def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutData, chunk: int = 1024) -> float:
     """Recompute every stored chain's log-prob before any update and compare.
 
     Returns:
@@ -551,8 +610,7 @@ def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutBatch, chunk: int = 10
     with torch.no_grad():
         for s in range(0, len(data), chunk):
             idx = np.arange(s, min(len(data), s + chunk))
-            batch = agent.policy.prepare_batch(data.obs_slice(idx), agent.policy.task)
-            lp, _, _ = chain_log_prob(agent.policy, agent.noise_head, batch, data.chains[idx])
+            lp, _, _ = chain_log_prob(agent.policy, agent.noise_head, take_inputs(data.inputs, idx), data.chains[idx])
             worst = max(worst, float((torch.exp(lp - data.log_probs[idx]) - 1).abs().max()))
     if not worst <= agent.cfg.ratio_tol:
         raise RuntimeError(f"ReinFlow: the recomputed PPO ratio before the first update is not 1 "
@@ -561,17 +619,17 @@ def check_ratio_is_one(agent: ReinFlowAgent, data: RolloutBatch, chunk: int = 10
     return worst
 
 
-def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generator: torch.Generator,
-               critic_obs_feats: torch.Tensor | None = None, dist=None) -> dict[str, float]:
+def ppo_update(agent: ReinFlowAgent, data: RolloutData, iteration: int, generator: torch.Generator,
+               dist=None) -> dict[str, float]:
     """PPO epochs on one iteration's rollouts (see the module docstring).
 
     Args:
         agent: the agent (its policy stays in eval mode; gradients still flow).
-        data: the iteration's decisions (advantages not yet normalised).
+        data: the iteration's decisions (advantages not yet normalised), with the policy's
+            prepared inputs cached (:class:`RolloutData`).
         iteration: used for critic warm-up.
         generator: seeds the minibatch permutation and the BC-regulariser noise.
-        critic_obs_feats: (N, D) :func:`critic_features` of ``data`` (computed if None).
-        dist: None (one process), or reinflow_vla.Distributed: gradients are averaged across
+        dist: None (one process), or distributed.Distributed: gradients are averaged across
             ranks before every optimizer step and the target-KL test uses the mean KL, so all
             ranks take the same steps (each rank must bring the same number of decisions).
     Returns:
@@ -581,8 +639,7 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
     cfg = agent.cfg
     agent.eval_mode()
     n = len(data)
-    feats = critic_obs_feats if critic_obs_feats is not None else critic_features(data.observations)
-    feats = feats.to(agent.policy.device)
+    feats = data.critic_feats.to(agent.policy.device)
     adv = data.advantages.clone()
     if cfg.norm_adv and n > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
@@ -600,24 +657,7 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
         starts = list(range(0, n, mb))
         for j, s in enumerate(starts):
             idx = perm[s : s + mb]
-            v = agent.critic(feats[idx])
-            v_loss = 0.5 * ((v - data.returns[idx]) ** 2).mean()
-            loss = cfg.vf_coef * v_loss
-            if update_policy:
-                batch = agent.policy.prepare_batch(data.obs_slice(idx), agent.policy.task)
-                lp, ent, sig = chain_log_prob(agent.policy, agent.noise_head, batch, data.chains[idx])
-                pg_loss, st = clipped_surrogate(lp, data.log_probs[idx], adv[idx], cfg.clip)
-                loss = loss + pg_loss - cfg.ent_coef * ent.mean()
-                if cfg.bc_coef > 0:
-                    bc = bc_regulariser(agent, batch, generator)
-                    loss = loss + cfg.bc_coef * bc
-                    stats["bc_loss"].append(bc.item())
-                stats["pg_loss"].append(pg_loss.item())
-                stats["entropy"].append(ent.mean().item())
-                stats["sigma"].append(sig.mean().item())
-                stats["approx_kl"].append(st["approx_kl"])
-                stats["clipfrac"].append(st["clipfrac"])
-            stats["v_loss"].append(v_loss.item())
+            loss = _minibatch_loss(agent, data, feats, adv, idx, update_policy, generator, stats)
             (loss / cfg.grad_accum).backward()
             n_mb += 1
             if n_mb % cfg.grad_accum == 0 or j == len(starts) - 1:
@@ -639,7 +679,45 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
         epochs_run += 1
         if stop:
             break
-    for _ in range(cfg.critic_extra_epochs):  # critic-only passes (cheap: a small MLP on the env state)
+    _critic_epochs(agent, data, feats, generator, stats, dist)
+    out = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
+    out.update(epochs=epochs_run, ratio_check=ratio_dev, policy_updated=float(update_policy),
+               early_stop=float(stop))
+    return out
+
+
+def _minibatch_loss(agent: ReinFlowAgent, data: RolloutData, feats: torch.Tensor, adv: torch.Tensor, idx,
+                    update_policy: bool, generator: torch.Generator, stats: dict) -> torch.Tensor:
+    """The loss of one PPO minibatch ``idx``: value loss, and while the policy trains the clipped
+    surrogate, entropy bonus and BC regulariser; appends the minibatch's statistics to ``stats``."""
+    cfg = agent.cfg
+    v = agent.critic(feats[idx])
+    v_loss = 0.5 * ((v - data.returns[idx]) ** 2).mean()
+    loss = cfg.vf_coef * v_loss
+    if update_policy:
+        batch = take_inputs(data.inputs, idx)
+        lp, ent, sig = chain_log_prob(agent.policy, agent.noise_head, batch, data.chains[idx])
+        pg_loss, st = clipped_surrogate(lp, data.log_probs[idx], adv[idx], cfg.clip)
+        loss = loss + pg_loss - cfg.ent_coef * ent.mean()
+        if cfg.bc_coef > 0:
+            bc = bc_regulariser(agent, batch, generator)
+            loss = loss + cfg.bc_coef * bc
+            stats["bc_loss"].append(bc.item())
+        stats["pg_loss"].append(pg_loss.item())
+        stats["entropy"].append(ent.mean().item())
+        stats["sigma"].append(sig.mean().item())
+        stats["approx_kl"].append(st["approx_kl"])
+        stats["clipfrac"].append(st["clipfrac"])
+    stats["v_loss"].append(v_loss.item())
+    return loss
+
+
+def _critic_epochs(agent: ReinFlowAgent, data: RolloutData, feats: torch.Tensor, generator: torch.Generator,
+                   stats: dict, dist=None) -> None:
+    """``cfg.critic_extra_epochs`` critic-only passes after the PPO epochs (cheap: a small MLP on
+    the env state), minibatches of ``cfg.critic_batch_size``."""
+    cfg, n = agent.cfg, len(data)
+    for _ in range(cfg.critic_extra_epochs):
         perm = torch.randperm(n, generator=generator).numpy()
         for s in range(0, n, cfg.critic_batch_size):
             idx = perm[s : s + cfg.critic_batch_size]
@@ -651,10 +729,6 @@ def ppo_update(agent: ReinFlowAgent, data: RolloutBatch, iteration: int, generat
             nn.utils.clip_grad_norm_(agent.critic.parameters(), cfg.max_grad_norm)
             agent.critic_opt.step()
             stats["v_loss"].append(v_loss.item())
-    out = {k: (float(np.mean(v)) if v else float("nan")) for k, v in stats.items()}
-    out.update(epochs=epochs_run, ratio_check=ratio_dev, policy_updated=float(update_policy),
-               early_stop=float(stop))
-    return out
 
 
 def bc_regulariser(agent: ReinFlowAgent, batch: dict, generator: torch.Generator) -> torch.Tensor:
@@ -675,68 +749,7 @@ def bc_regulariser(agent: ReinFlowAgent, batch: dict, generator: torch.Generator
     return (((x - xr) ** 2) * m).sum() / (m.sum() * b)
 
 
-# ---------------------------------------------------------------------- evaluation
-def evaluate(agent_or_policy, make_env: Callable[[], Any], seeds: list[int], num_steps: int | None = None,
-             stochastic: bool = False, noise_head: NoiseHead | None = None, on_chunk: Callable | None = None,
-             on_step: Callable | None = None) -> list[dict]:
-    """Run one episode per seed in a single env with the policy's chunks (n_action_steps executed).
-
-    The sampler's randomness (x_0, and eps when ``stochastic``) comes from a generator seeded with
-    the episode seed, so an episode with seed s is identical on every run.
-
-    Args:
-        agent_or_policy: a :class:`ReinFlowAgent` or a bare policy (deterministic only unless
-            ``noise_head`` is given).
-        make_env: returns a state-observation env (the same one for all episodes is fine).
-        seeds: episode seeds.
-        on_chunk: optional callback(episode_idx, decision_idx, obs, chunk (chunk, 6)).
-        on_step: optional callback(env) after every env step (videos).
-    Returns:
-        per-episode dicts: seed, return, length, success, sim_unstable (the env's
-        ``info["sim_unstable"]`` was set: the simulation diverged and the episode was truncated).
-    """
-    if isinstance(agent_or_policy, ReinFlowAgent):
-        policy, head = agent_or_policy.policy, agent_or_policy.noise_head
-        k = num_steps or agent_or_policy.cfg.num_steps
-    else:
-        policy, head = agent_or_policy, noise_head
-        k = num_steps or policy.num_denoise_steps
-    if stochastic and head is None:
-        raise ValueError("stochastic evaluation needs a noise head (a ReinFlow checkpoint)")
-    policy.model.eval()
-    env = make_env()
-    episodes = []
-    try:
-        for ei, seed in enumerate(seeds):
-            gen = torch.Generator().manual_seed(int(seed))
-            obs, _ = env.reset(seed=int(seed))
-            ret, length, success, done, d, unstable = 0.0, 0, False, False, 0, False
-            while not done:
-                batch = policy.prepare_batch({kk: np.asarray(v)[None] for kk, v in obs.items()}, policy.task)
-                s = sample_chain(policy, head, batch, k, deterministic=not stochastic, generator=gen)
-                chunk = policy.to_mujoco_actions(s.x, batch)[0]
-                if on_chunk is not None:
-                    on_chunk(ei, d, obs, chunk)
-                d += 1
-                for a in chunk[: policy.n_action_steps]:
-                    obs, r, term, trunc, info = env.step(a)
-                    ret += float(r)
-                    length += 1
-                    success |= bool(info["is_success"])
-                    unstable |= bool(info.get("sim_unstable", False))
-                    if on_step is not None:
-                        on_step(env)
-                    done = term or trunc
-                    if done:
-                        break
-            episodes.append({"seed": int(seed), "return": ret, "length": length, "success": bool(success),
-                             "sim_unstable": unstable})
-    finally:
-        env.close()
-    return episodes
-
-
 __all__ = ["ReinFlowConfig", "NoiseHead", "gaussian_log_density", "noise_mask", "sample_chain", "chain_log_prob",
            "ChainSample", "Critic", "RunningNorm", "critic_features", "compute_gae", "group_relative_advantages",
            "clipped_surrogate",
-           "ReinFlowAgent", "RolloutBatch", "check_ratio_is_one", "ppo_update", "bc_regulariser", "evaluate"]
+           "ReinFlowAgent", "RolloutData", "cat_inputs", "check_ratio_is_one", "ppo_update", "bc_regulariser", "take_inputs"]

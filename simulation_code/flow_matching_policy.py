@@ -1,6 +1,6 @@
 """One interface for every flow-matching policy in this repo (SmolVLA, Pi0, the small flow policy).
 
-Inference (``run_mujoco_simulation.py``) and ReinFlow training (``reinflow_smolvla.py``) both go
+Inference (``run_mujoco_simulation.py``) and ReinFlow training (``reinflow_engine.py``) both go
 through it, so a new policy type only has to implement this class.
 
 Conventions (all implementations):
@@ -39,14 +39,14 @@ def euler_time(step: int, num_steps: int, batch: int, device) -> torch.Tensor:
     return torch.full((batch,), 1.0 + step * (-1.0 / num_steps), dtype=torch.float32, device=device)
 
 
-def euler_mean(policy: "VLAPolicyInterface", prefix: Any, x: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
+def euler_mean(policy: "FlowMatchingPolicy", prefix: Any, x: torch.Tensor, step: int, num_steps: int) -> torch.Tensor:
     """One Euler step from ``x`` (B, chunk, max_action_dim) at :func:`euler_time` ``step``:
     ``x + dt * v(x, t)`` with ``dt = -1/num_steps`` (the mean of a ReinFlow transition)."""
     t = euler_time(step, num_steps, x.shape[0], x.device)
     return x + (-1.0 / num_steps) * policy.denoise_step(prefix, x, t)
 
 
-def euler_sample(policy: "VLAPolicyInterface", prefix: Any, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+def euler_sample(policy: "FlowMatchingPolicy", prefix: Any, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
     """Deterministic sampler: ``num_steps`` Euler steps from ``noise`` at t = 1 to t = 0, by LeRobot's
     ``euler_integrate`` (the same grid and arithmetic as :func:`euler_mean`). Returns
     (B, chunk, max_action_dim) flow-space actions."""
@@ -55,7 +55,7 @@ def euler_sample(policy: "VLAPolicyInterface", prefix: Any, noise: torch.Tensor,
     return euler_integrate(lambda x, t: policy.denoise_step(prefix, x, t), noise, num_steps)
 
 
-class VLAPolicyInterface(ABC):
+class FlowMatchingPolicy(ABC):
     """Abstract flow-matching policy. Attributes every implementation sets in ``__init__``:
 
     Attributes:
@@ -84,7 +84,7 @@ class VLAPolicyInterface(ABC):
     task: str
     #: std s of the chain start x(t=1) ~ N(0, s^2 I). 1 = LeRobot's sampler; 0 starts every chain
     #: at x = 0 (a deterministic deployment sampler; ReinFlow then explores only through its
-    #: learnable noise, see reinflow_smolvla.ReinFlowConfig.init_noise_scale).
+    #: learnable noise, see reinflow_engine.ReinFlowConfig.init_noise_scale).
     init_noise_scale: float = 1.0
 
     def __init__(self) -> None:
@@ -93,7 +93,7 @@ class VLAPolicyInterface(ABC):
     # ------------------------------------------------------------------ loading
     @classmethod
     @abstractmethod
-    def load(cls, path: str, **kwargs: Any) -> "VLAPolicyInterface":
+    def load(cls, path: str, **kwargs: Any) -> "FlowMatchingPolicy":
         """Load from a hub id or a local directory/file (with the policy's own pre/post-processors).
 
         Raises a clear error (never a partial load) for missing weights offline, a wrong
