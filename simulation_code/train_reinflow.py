@@ -157,6 +157,7 @@ def resumed_settings(path, model_type: str | None = None) -> tuple[dict, dict]:
     if cur is not None:
         fixed.update(curriculum_bins=tuple(cur["bins"]), curriculum_uniform=cur["uniform"], curriculum_decay=cur["decay"])
     defaults = {k: saved_args[k] for k in RESUME_DEFAULT_FLAGS if k in saved_args}
+    defaults["checkpoint"] = Path(path)  # a resumed run goes on writing the file it continues
     if ckpt.model_type in MODEL_TYPES:
         defaults["model_type"] = ckpt.model_type
     return fixed, defaults
@@ -197,7 +198,8 @@ def _add_run_args(g, model_type: str) -> None:
                         "continue its run with --resume)")
     g.add_argument("--resume", default=None,
                    help="ReinFlow checkpoint of the same --model-type to continue exactly (model, optimizers, RNG, "
-                        "history); a BC checkpoint is refused: start from it with --init-checkpoint")
+                        "history), written back to it unless --checkpoint says otherwise; a BC checkpoint is refused: "
+                        "start from it with --init-checkpoint")
     g.add_argument("--checkpoint", type=cli_args.output_path, default=None,
                    help="checkpoint to write (its CSV log and evaluation video go next to it)")
     g.add_argument("--iterations", type=cli_args.positive_int, default=None,

@@ -59,6 +59,7 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
                                           "--checkpoint", str(half)]) == 0
     ch = ckio.load(half)
     assert ch.iteration == 2
+    assert train_reinflow.parse_args(["--resume", str(half)]).checkpoint == half  # a resumed run writes back to it
     for part in ("policy_state", "noise_head_state", "critic_state"):
         for k, v in getattr(ck, part).items():
             assert torch.equal(v, getattr(ch, part)[k]), f"{part}.{k} differs after resume"
