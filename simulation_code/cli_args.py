@@ -229,10 +229,10 @@ def policy_path_problem(path: str | None, model_type: str, flag: str = "--policy
             return f"argument {flag}: {path} is a folder, not a checkpoint file (.pt)"
         return None
     import policy_registry
-    from hub_download import _REPO_ID  # a Hugging Face Hub repo id, owner/name
+    from hub_download import REPO_ID
 
     if model_type in policy_registry.VLA_MODEL_TYPES and not p.exists() and not (
-            _REPO_ID.match(str(path)) and not str(path).startswith(".")):
+            REPO_ID.match(str(path)) and not str(path).startswith(".")):
         return (f"argument {flag}: {path} is neither an existing local folder nor a Hugging Face Hub id "
                 "(owner/name)")
     return None

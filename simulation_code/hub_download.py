@@ -24,7 +24,8 @@ class PolicyUnavailableOffline(PolicyLoadError):
     """Weights are not cached and the Hub cannot be reached."""
 
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: A Hugging Face Hub repo id (owner/name), as --policy-path accepts besides local folders.
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _hub_offline() -> bool:
@@ -124,7 +125,7 @@ def resolve_policy_dir(path: str, model_type: str, all_repos: list[tuple[str, st
                 f"--policy-path {path}: expected a LeRobot policy directory (config.json, model.safetensors, "
                 f"policy_preprocessor.json, policy_postprocessor.json); missing: {', '.join(missing) or 'not a directory'}.")
         return p
-    if not _REPO_ID.match(path) or path.startswith((".", "/", "~")):
+    if not REPO_ID.match(path) or path.startswith((".", "/", "~")):
         raise PolicyLoadError(f"--policy-path {path}: no such directory, and not a Hugging Face repo id (owner/name).")
     return ensure_hub_files(path, model_type, "policy weights, config, processors", None, all_repos,
                             required=("config.json", "model.safetensors"))
