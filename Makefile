@@ -11,11 +11,12 @@ PYTEST_WORKERS ?= 2
 .PHONY: install demo demo-expert test bench clean
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No Python 3.12 found: install it or run make install PYTHON=/path/to/python3.12"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .  # simulation_code/ as the package so101_sim + the LeRobot env plugin
 	@touch $@
 
 # The ReinFlow-fine-tuned flow policy (shipped checkpoint) on 10 randomized episodes, with a report.

@@ -14,19 +14,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "simulation_code"))
 
 import numpy as np  # noqa: E402
 
-import so101_mujoco_utils as u  # noqa: E402
-from so101_mujoco_utils import mujoco  # noqa: E402
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
+from so101_sim.so101_mujoco_utils import mujoco  # noqa: E402
 
 SETTLE_BAND_DEG = 1.0
 CANDIDATES = [(17.8, 0.0), (50.0, 1.0), (100.0, 2.0), (998.22, 2.731)]
 
 
 def mid_workspace_pose(model) -> np.ndarray:
-    from scripted_expert import ScriptedExpert
+    from so101_sim.scripted_expert import ScriptedExpert
 
     expert = ScriptedExpert(model)
     q = expert.solve_ik(u.home_pose_rad(), u.BLOCK_DEFAULT_POS + [0, 0, 0.07], 0.0)

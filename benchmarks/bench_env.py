@@ -21,16 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "simulation_code"))
 
-import mujoco_rendering  # noqa: E402
+from so101_sim import mujoco_rendering  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
-import envs  # noqa: E402,F401
-import so101_mujoco_utils as u  # noqa: E402
-from so101_mujoco_utils import mujoco  # noqa: E402
+from so101_sim import envs  # noqa: E402,F401
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
+from so101_sim.so101_mujoco_utils import mujoco  # noqa: E402
 
 
 def actions(n: int, seed: int = 0) -> np.ndarray:

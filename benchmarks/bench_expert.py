@@ -14,15 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "simulation_code"))
 
-import mujoco_rendering  # noqa: E402,F401
+from so101_sim import mujoco_rendering  # noqa: E402,F401
 
 import gymnasium as gym  # noqa: E402
 
-import envs  # noqa: E402,F401
-import policy_registry as pr  # noqa: E402
-import rollout_utils as ru  # noqa: E402
+from so101_sim import envs  # noqa: E402,F401
+from so101_sim import policy_registry as pr  # noqa: E402
+from so101_sim import rollout_utils as ru  # noqa: E402
 
 
 def run(env_id: str, episodes: int, seed: int):

@@ -30,16 +30,15 @@ SIM = REPO / "simulation_code"
 def worker(model_type: str, path: str, device: str, quantize: bool, repeats: int, threads: int) -> dict:
     """Load one policy, time ``repeats`` fresh chunks after one warm-up; returns the measurements."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    sys.path.insert(0, str(SIM))
     import numpy as np
     import torch
 
-    import so101_mujoco_utils as u
+    from so101_sim import so101_mujoco_utils as u
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    import policy_registry as pr
+    from so101_sim import policy_registry as pr
 
     pr.policy_class(model_type)  # imports are not load time
     t0 = time.perf_counter()

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "simulation_code"))
 
-import durable_dataset as dd  # noqa: E402
-import record_dataset as rd  # noqa: E402
-import so101_mujoco_utils as u  # noqa: E402
+from so101_sim import durable_dataset as dd  # noqa: E402
+from so101_sim import record_dataset as rd  # noqa: E402
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
 
 
 def frames(n: int, size: int, seed: int):

@@ -42,13 +42,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SIM = REPO / "simulation_code"
-sys.path.insert(0, str(SIM))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SO101_QUIET_GL", "1")
 
-import mujoco_rendering  # noqa: F401
-import policy_registry as pr  # noqa: E402
+from so101_sim import mujoco_rendering  # noqa: F401
+from so101_sim import policy_registry as pr  # noqa: E402
 import numpy as np
 import torch
 
@@ -66,9 +65,9 @@ SPEC = {"smolvla": {"batch_size": 8, "grad_accum": 15, "gc": False}, "pi0": {"ba
 
 # ---------------------------------------------------------------------- CPU part
 def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: int, start_method: str) -> list[dict]:
-    import parallel_envs as pe
-    import reinflow_vla as rv
-    from reinflow_engine import ReinFlowAgent, ReinFlowConfig
+    from so101_sim import parallel_envs as pe
+    from so101_sim import reinflow_vla as rv
+    from so101_sim.reinflow_engine import ReinFlowAgent, ReinFlowConfig
 
     agents = {}
     for model in pr.VLA_MODEL_TYPES:
@@ -116,15 +115,15 @@ def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: in
 # ---------------------------------------------------------------------- GPU part
 def build_full_size(model: str, tiny_dir: Path, work: Path, device: str):
     """A full-size random-weight adapter (see the module docstring) on ``device``."""
-    import so101_mujoco_utils as u
+    from so101_sim import so101_mujoco_utils as u
     from lerobot.policies.factory import make_pre_post_processors
-    from make_tiny_policies import PI0_CAMERAS, _features, build_tiny_smolvlm
+    from so101_sim.make_tiny_policies import PI0_CAMERAS, _features, build_tiny_smolvlm
 
     torch.manual_seed(0)
     if model == "smolvla":
         from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
         from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-        from smolvla_adapter import SmolVLAAdapter as cls
+        from so101_sim.smolvla_adapter import SmolVLAAdapter as cls
         from transformers import LlamaConfig, PreTrainedTokenizerFast, SmolVLMConfig
         from transformers.models.smolvlm.configuration_smolvlm import (
             SmolVLMVisionConfig,
@@ -147,7 +146,7 @@ def build_full_size(model: str, tiny_dir: Path, work: Path, device: str):
     else:
         from lerobot.policies.pi0.configuration_pi0 import PI0Config
         from lerobot.policies.pi0.modeling_pi0 import PI0Policy
-        from pi0_adapter import PI0Adapter as cls
+        from so101_sim.pi0_adapter import PI0Adapter as cls
 
         inp, outp = _features(PI0_CAMERAS.values())
         cfg = PI0Config(input_features=inp, output_features=outp, device=device, push_to_hub=False,
@@ -168,8 +167,8 @@ def build_full_size(model: str, tiny_dir: Path, work: Path, device: str):
 def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: int, step_gc: bool,
                   image_size: int = 256) -> dict:
     """Peak memory (GB) of one ReinFlow update: batch_size x grad_accum decisions, 1 epoch."""
-    import reinflow_vla as rv
-    from reinflow_engine import (
+    from so101_sim import reinflow_vla as rv
+    from so101_sim.reinflow_engine import (
         ReinFlowAgent,
         ReinFlowConfig,
         RolloutBatch,
@@ -254,7 +253,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tiny_root = args.tiny_dir
         if tiny_root is None:
-            from make_tiny_policies import build_all
+            from so101_sim.make_tiny_policies import build_all
 
             tiny_root = Path(tmp) / "tiny"
             build_all(tiny_root, seed=0)
@@ -262,7 +261,7 @@ def main(argv=None) -> int:
         results: dict = {"cpu": [], "gpu": [], "gpu_available": torch.cuda.is_available(),
                          "cpu_count": os.cpu_count(), "torch": torch.__version__}
         if args.memory_check_tiny:
-            import reinflow_vla as rv
+            from so101_sim import reinflow_vla as rv
 
             for model in pr.VLA_MODEL_TYPES:
                 pol = rv.load_policy(model, str(tiny[model]), device="cpu", verbose=False)

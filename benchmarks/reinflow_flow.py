@@ -40,9 +40,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 SIM = ROOT / "simulation_code"
 PY = sys.executable
-sys.path.insert(0, str(SIM))
 
-import so101_mujoco_utils as u  # noqa: E402
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
 #: Seeds by use come from the one table so101_mujoco_utils.SEED_RANGES: held-out test episodes
 #: from its first held-out seed, demonstrations and the monitoring evaluation (the small
 #: evaluation train_reinflow.py runs while training, for checkpoint selection) from theirs.
@@ -131,8 +130,7 @@ def main(argv=None) -> int:
                                "--summary-json", str(out / "eval_reinflow.json")], out / "eval_reinflow.log")
     before = json.loads((out / "eval_bc.json").read_text())
     after = json.loads((out / "eval_reinflow.json").read_text())
-    sys.path.insert(0, str(SIM))
-    import checkpoint_io as ckio  # safe load: weights_only + allowlist, content hash checked
+    from so101_sim import checkpoint_io as ckio  # safe load: weights_only + allowlist, content hash checked
 
     hist = ckio.load(rl, kind="reinflow", model_type="flow").history
     env_steps = hist[-1]["env_steps"] if hist else 0

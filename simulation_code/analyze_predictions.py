@@ -30,15 +30,15 @@ import argparse
 import sys
 from pathlib import Path
 
-import mujoco_rendering  # noqa: F401
+from so101_sim import mujoco_rendering  # noqa: F401
 
 import numpy as np
 from tqdm import tqdm
 
-import cli_args
-import policy_registry as pr
-import rollout_utils as ru
-import so101_mujoco_utils as u
+from so101_sim import cli_args
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
 
 #: A joint is "collapsed" when its prediction std is below this fraction of the ground truth's,
 #: or when R^2 < COLLAPSE_R2 while the ground truth moves (std > MOVING_STD, dataset units).
@@ -92,7 +92,7 @@ def replayed_env_states(dataset) -> np.ndarray:
     """(N, 7) block pose per dataset row for datasets without ``observation.environment_state``
     (what the privileged flow policy needs), reconstructed by replaying each recorded episode
     from its stored seed (demonstrations.load_lerobot_demonstrations)."""
-    import demonstrations
+    from so101_sim import demonstrations
 
     demo = demonstrations.load_lerobot_demonstrations(str(dataset.root))
     cols = dataset.hf_dataset.with_format("numpy")

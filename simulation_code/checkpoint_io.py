@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import policy_registry as pr
-import so101_mujoco_utils as u
+from so101_sim import policy_registry as pr
+from so101_sim import so101_mujoco_utils as u
 
 #: Format tag of every checkpoint written now (v3: the :class:`Checkpoint` schema, one set of
 #: keys for BC and ReinFlow). v2 (flat keys that differed between BC and ReinFlow, with a content
@@ -118,7 +118,7 @@ class Checkpoint:
         policy); None for a checkpoint without one (BC)."""
         if self.noise_head_config is None:
             return None
-        from reinflow_engine import NoiseHead
+        from so101_sim.reinflow_engine import NoiseHead
 
         head = NoiseHead(**self.noise_head_config)
         head.to(device or "cpu", dtype or torch.float32)
@@ -129,7 +129,7 @@ class Checkpoint:
         """The ReinFlow critic from ``critic_config`` / ``critic_state`` (strict), or None."""
         if self.critic_config is None:
             return None
-        from reinflow_engine import Critic
+        from so101_sim.reinflow_engine import Critic
 
         critic = Critic(**self.critic_config).to(device or "cpu")
         strict_load_state_dict(critic, self.critic_state, "critic")

@@ -99,6 +99,26 @@ nonneg_float = float_range(0.0)
 #: Square camera images: at least 16 px, at most 480 px (the scene's offscreen buffer height,
 #: ``<global offheight>`` in model/scene.xml).
 image_size = int_range(16, 480)
+#: Largest camera image width, px (``<global offwidth>`` in model/scene.xml).
+IMAGE_MAX_WIDTH = 640
+
+
+def image_size_hw(text: str) -> int | tuple[int, int]:
+    """An argparse ``type=`` for a square or rectangular camera size: ``N`` (height = width, 16-480,
+    as :data:`image_size`) returns the int N; ``HxW`` (e.g. ``480x640``, height 16-480, width
+    16-640, the scene's offscreen buffer) returns ``(H, W)``. One error message for anything else."""
+    what = (f"must be an integer in [16, 480] (a square) or HxW with H in [16, 480] and W in "
+            f"[16, {IMAGE_MAX_WIDTH}], e.g. 480x640 (got {text})")
+    parts = str(text).strip().lower().split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(what) from None
+    if len(values) == 1 and 16 <= values[0] <= 480:
+        return values[0]
+    if len(values) == 2 and 16 <= values[0] <= 480 and 16 <= values[1] <= IMAGE_MAX_WIDTH:
+        return values[0], values[1]
+    raise argparse.ArgumentTypeError(what)
 
 
 # ---------------------------------------------------------------------- strings
@@ -118,7 +138,7 @@ def task_string(text: str) -> str:
 def env_id(text: str) -> str:
     """An argparse ``type=`` for ``--env-id``: a Gymnasium id registered after importing ``envs``
     (the SO-101 ids, envs/__init__.py)."""
-    import envs
+    from so101_sim import envs
     import gymnasium as gym
 
     if text not in gym.registry:
@@ -130,7 +150,7 @@ def camera_map(text: str) -> str:
     """An argparse ``type=`` for ``--camera-map``: checks the syntax (``camera1=key,...`` or a
     JSON object) and that every simulation camera named exists; returns the text unchanged (the
     checkpoint's image keys are checked when the policy loads, vla_frames.resolve_camera_map)."""
-    import so101_mujoco_utils as u
+    from so101_sim import so101_mujoco_utils as u
 
     s = text.strip()
     if not s:
@@ -155,6 +175,31 @@ def camera_map(text: str) -> str:
             cams = ", ".join(f"{k} ({v})" for k, v in u.CAMERAS.items())
             raise argparse.ArgumentTypeError(f"the simulation has no camera {src!r}; its cameras are {cams}")
     return text
+
+
+def camera_names(text: str) -> dict[str, str]:
+    """An argparse ``type=`` for a recording's cameras, ``name=camera,...`` (e.g.
+    ``front=camera_up,wrist=wrist_camera``): dataset image name (``observation.images.<name>``) ->
+    simulation camera, a MuJoCo camera name (camera_up, wrist_camera, camera_side) or a sim key
+    camera1|2|3. Returns ``{name: MuJoCo camera name}`` in the given order
+    (so101_mujoco_utils.resolve_cameras). Refused: no entry, an entry without ``=``, a repeated
+    name, a bad name or an unknown camera (the message lists the cameras)."""
+    from so101_sim import so101_mujoco_utils as u
+
+    pairs = {}
+    for item in filter(None, (p.strip() for p in str(text).split(","))):
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"entry {item!r} must look like <name>=<camera>, e.g. front=camera_up")
+        name, cam = (x.strip() for x in item.split("=", 1))
+        if name in pairs:
+            raise argparse.ArgumentTypeError(f"camera name {name!r} is given twice")
+        pairs[name] = cam
+    if not pairs:
+        raise argparse.ArgumentTypeError("needs at least one <name>=<camera> entry, e.g. front=camera_up")
+    try:
+        return u.resolve_cameras(pairs)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # ---------------------------------------------------------------------- paths
@@ -216,9 +261,10 @@ def output_path(text: str) -> Path:
 
 
 def policy_path_problem(path: str | None, model_type: str, flag: str = "--policy-path") -> str | None:
-    """Why ``path`` (the value of ``flag``) cannot name a policy of ``model_type``, or None. The flow policy
-    (and any ``--resume``) needs an existing checkpoint file; the VLAs an existing local folder or a Hub id
-    (``owner/name``; whether it is downloadable is checked when it loads)."""
+    """Why ``path`` (the value of ``flag``) cannot name a policy of ``model_type``, or None. The flow
+    policy (and any ``--resume``) needs an existing checkpoint file or flow export folder; the VLAs and
+    ``lerobot`` an existing local folder or a Hub id (``owner/name``; whether it is downloadable is
+    checked when it loads)."""
     if path is None:
         return None
     p = Path(path)
@@ -226,12 +272,16 @@ def policy_path_problem(path: str | None, model_type: str, flag: str = "--policy
         if not p.exists():
             return f"argument {flag}: no such checkpoint file: {path}"
         if p.is_dir():
-            return f"argument {flag}: {path} is a folder, not a checkpoint file (.pt)"
-        return None
-    import policy_registry
-    from hub_download import REPO_ID
+            from so101_sim.pretrained_export import is_flow_pretrained
 
-    if model_type in policy_registry.VLA_MODEL_TYPES and not p.exists() and not (
+            return None if is_flow_pretrained(p) else (
+                f"argument {flag}: {path} is a folder, not a checkpoint file (.pt) or a flow policy export "
+                "(print_checkpoint_stats.py --export-pretrained)")
+        return None
+    from so101_sim import policy_registry
+    from so101_sim.hub_download import REPO_ID
+
+    if model_type in (*policy_registry.VLA_MODEL_TYPES, "lerobot") and not p.exists() and not (
             REPO_ID.match(str(path)) and not str(path).startswith(".")):
         return (f"argument {flag}: {path} is neither an existing local folder nor a Hugging Face Hub id "
                 "(owner/name)")
@@ -294,7 +344,8 @@ def warn_if_more_workers_than_cpus(n: int, flag: str = "--parallel-envs") -> Non
               file=sys.stderr)
 
 
-__all__ = ["DefaultsHelpFormatter", "WORKER_MEMORY_MB", "available_memory_bytes", "camera_map", "env_id", "existing_file", "float_range",
-           "image_size", "int_range", "is_lerobot_dataset", "lerobot_dataset_dir", "nonneg_float", "nonneg_int",
-           "output_path", "output_problem", "parallel_envs_problem", "policy_path_problem", "positive_float",
-           "positive_int", "task_string", "warn_if_more_workers_than_cpus"]
+__all__ = ["DefaultsHelpFormatter", "IMAGE_MAX_WIDTH", "WORKER_MEMORY_MB", "available_memory_bytes", "camera_map",
+           "camera_names", "env_id", "existing_file", "float_range", "image_size", "image_size_hw", "int_range",
+           "is_lerobot_dataset", "lerobot_dataset_dir", "nonneg_float", "nonneg_int", "output_path", "output_problem",
+           "parallel_envs_problem", "policy_path_problem", "positive_float", "positive_int", "task_string",
+           "warn_if_more_workers_than_cpus"]

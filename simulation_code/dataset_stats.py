@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-import cli_args
+from so101_sim import cli_args
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # No video is decoded here; silence LeRobot's torchcodec-unavailable traceback (it falls back to PyAV).

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import envs  # registers the env ids
-import so101_mujoco_utils as u
+from so101_sim import envs  # registers the env ids
+from so101_sim import so101_mujoco_utils as u
 
 
 def chunk_targets(actions: np.ndarray, episode_index: np.ndarray, chunk_size: int) -> np.ndarray:
@@ -49,10 +49,10 @@ def scripted_demonstrations(num_episodes: int, seed: int, env_id: str | None = N
     """
     import gymnasium as gym
 
-    from scripted_expert import ScriptedExpert
+    from so101_sim.scripted_expert import ScriptedExpert
 
     env = gym.make(env_id or envs.DEFAULT_ENV_ID, obs_mode="state", include_env_state=True)
-    expert = ScriptedExpert(env.unwrapped.model)
+    expert = ScriptedExpert(env.unwrapped.model, control_hz=env.unwrapped.control_hz)
     cols: dict[str, list] = {"state": [], "env_state": [], "action": [], "episode_index": []}
     ep = 0
     for j in range(num_episodes):
@@ -130,18 +130,19 @@ def load_lerobot_demonstrations(root: str, env_id: str | None = None) -> dict[st
     else:
         raise KeyError(f"{root}: no {u.OBS_ENV_STATE!r} column and no {u.EPISODE_SEED!r} column or "
                        f"{meta_path.name} with episode seeds to replay")
-    k = int(round(u.CONTROL_HZ / ds.fps))
+    # the recorder's control rate and control steps per frame (sidecar; without one: every step a frame at fps)
+    control_hz = float(meta.get("control_hz", u.CONTROL_HZ)) if meta else float(ds.fps)
+    k = int(meta.get("steps_per_frame", 1)) if meta else 1
     out["env_state"] = _replay_env_state(dict(out, action=action64), seeds, env_id or meta.get("env_id", envs.DEFAULT_ENV_ID),
-                                         k, root)
+                                         k, root, control_hz)
     return out
 
 
-def _replay_env_state(frames: dict, seeds: dict[int, int], env_id: str, k: int, root) -> np.ndarray:
+def _replay_env_state(frames: dict, seeds: dict[int, int], env_id: str, k: int, root, control_hz: float) -> np.ndarray:
     import gymnasium as gym
 
-
     env = gym.make(env_id, obs_mode="state", include_env_state=True, terminate_on_success=False,
-                   max_episode_steps=10**9, disable_env_checker=True)
+                   control_hz=control_hz, max_episode_steps=10**9, disable_env_checker=True)
     env_state = np.zeros((len(frames["state"]), 7), np.float32)
     worst = 0.0
     try:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-import rollout_utils as ru
-import so101_mujoco_utils as u
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
 
 
 class EvalReport:

@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from torch import nn
 
-import so101_mujoco_utils as u
-from checkpoint_io import Checkpoint, load as load_checkpoint, strict_load_state_dict
-from flow_matching_policy import FlowMatchingPolicy, euler_sample
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.checkpoint_io import Checkpoint, load as load_checkpoint, strict_load_state_dict
+from so101_sim.flow_matching_policy import FlowMatchingPolicy, euler_sample
 
 #: Floors on the observation standard deviations used for normalisation (radians / metres /
 #: quaternion units). The block quaternion barely varies in the demonstrations (the block starts
@@ -271,14 +271,18 @@ class FlowPolicy(FlowMatchingPolicy):
     @classmethod
     def load(cls, path: str, **kwargs: Any) -> "FlowPolicy":
         """Load the policy from a flow checkpoint file of any kind (BC, ReinFlow, policy-only;
-        checkpoint_io.load: safe, hash-checked).
+        checkpoint_io.load: safe, hash-checked) or a safetensors + JSON export directory
+        (pretrained_export.export_flow_pretrained).
 
         Raises:
             checkpoint_io.CheckpointNotFoundError: no such file (also a FileNotFoundError).
             checkpoint_io.CheckpointError: not a flow checkpoint of this repo, unsafe, truncated or corrupt.
             RuntimeError: architecture mismatch (names the mismatched keys; never partial).
         """
-        return cls.from_checkpoint(load_checkpoint(path, model_type="flow"), device=kwargs.get("device", "cpu"))
+        from so101_sim.pretrained_export import is_flow_pretrained, load_flow_pretrained
+
+        ckpt = load_flow_pretrained(path) if is_flow_pretrained(path) else load_checkpoint(path, model_type="flow")
+        return cls.from_checkpoint(ckpt, device=kwargs.get("device", "cpu"))
 
     @classmethod
     def from_checkpoint(cls, ckpt: Checkpoint, device: str | torch.device = "cpu") -> "FlowPolicy":

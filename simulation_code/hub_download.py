@@ -49,8 +49,9 @@ def _download_hint(model_type: str, repos: list[tuple[str, str, list[str] | None
            + ("/vlm/" if model_type == "smolvla" else "/tokenizer/") + " to need no cache at all)"
            if len(repos) > 1 else "")
         + ".\n"
-        f"Offline smoke test with tiny random weights: python make_tiny_policies.py --out {tiny_dir} && "
-        f"python run_mujoco_simulation.py --model-type {model_type} --policy-path {tiny_dir}/{model_type} --headless"
+        + (f"Offline smoke test with tiny random weights: python make_tiny_policies.py --out {tiny_dir} && "
+           f"python run_mujoco_simulation.py --model-type {model_type} --policy-path {tiny_dir}/{model_type} --headless"
+           if model_type in ("smolvla", "pi0") else "")
     )
 
 

@@ -30,7 +30,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from pi0_adapter import TINY_PI0_MARKER
+from so101_sim.pi0_adapter import TINY_PI0_MARKER
 
 #: Gemma sizes used for both the PaliGemma language model and the action expert (``GemmaConfig``
 #: fields of lerobot's modeling_pi0). ``num_heads`` must stay 8 (hard-coded reshape, see above).

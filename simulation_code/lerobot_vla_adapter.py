@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 import torch
 
-import so101_mujoco_utils as u
-from hub_download import PolicyLoadError, resolve_policy_dir
-from vla_frames import (
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.hub_download import PolicyLoadError, resolve_policy_dir
+from so101_sim.vla_frames import (
     frame_to_mujoco,
     mujoco_to_frame,
     parse_camera_map,
@@ -50,7 +50,7 @@ from vla_frames import (
     resolve_camera_map,
     resolve_frame,
 )
-from flow_matching_policy import FlowMatchingPolicy
+from so101_sim.flow_matching_policy import FlowMatchingPolicy
 
 
 def reference_stats() -> dict[str, dict[str, torch.Tensor]]:
@@ -198,7 +198,7 @@ class LeRobotVLAAdapter(FlowMatchingPolicy):
         from lerobot.policies.factory import make_pre_post_processors
 
         if not path:
-            import policy_registry
+            from so101_sim import policy_registry
 
             path = policy_registry.entry(cls.model_type).default_path
         policy_dir, cfg, dev, pre_overrides = cls._load_config(path, device, n_action_steps, num_denoise_steps,
@@ -392,7 +392,7 @@ class LeRobotVLAAdapter(FlowMatchingPolicy):
         """(chunk_size, 6) float32 MuJoCo radians for one observation, through LeRobot's own
         ``sample_actions`` (prefix + KV cache once, ``num_denoise_steps`` Euler steps).
         Prints debug output for the first :attr:`DEBUG_INFERENCES` calls."""
-        from flow_matching_policy import _add_batch_axis
+        from so101_sim.flow_matching_policy import _add_batch_axis
 
         batch = self.prepare_batch(_add_batch_axis(observation), task or self.task)
         x = noise if noise is not None else self.sample_noise(1)

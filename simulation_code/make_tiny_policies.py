@@ -37,11 +37,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import cli_args  # noqa: E402
-import so101_mujoco_utils as u  # noqa: E402
-from lerobot_vla_adapter import reference_stats  # noqa: E402
-from policy_registry import VLA_MODEL_TYPES  # noqa: E402
-from vla_frames import write_policy_meta  # noqa: E402
+from so101_sim import cli_args  # noqa: E402
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
+from so101_sim.lerobot_vla_adapter import reference_stats  # noqa: E402
+from so101_sim.policy_registry import VLA_MODEL_TYPES  # noqa: E402
+from so101_sim.vla_frames import write_policy_meta  # noqa: E402
 
 #: Square image size (pixels) of both tiny policies (SmolVLA resize-with-padding, Pi0 resolution).
 TINY_IMAGE = 64
@@ -167,8 +167,8 @@ def build_tiny_pi0(out: Path, seed: int = 0) -> Path:
     """Tiny Pi0 in ``out`` (see the module docstring); returns ``out``."""
     import json
 
-    from lerobot_tiny_pi0_patch import default_architecture, tiny_pi0_architecture
-    from pi0_adapter import TINY_PI0_MARKER
+    from so101_sim.lerobot_tiny_pi0_patch import default_architecture, tiny_pi0_architecture
+    from so101_sim.pi0_adapter import TINY_PI0_MARKER
 
     out.mkdir(parents=True, exist_ok=True)
     tok_dir = out / "tokenizer"

@@ -1,7 +1,7 @@
 """N environment processes that survive their workers: a small supervisor on Gymnasium's worker.
 
     from functools import partial
-    from parallel_envs import RobustVectorEnv, make_env
+    from so101_sim.parallel_envs import RobustVectorEnv, make_env
     vec = RobustVectorEnv([partial(make_env, "SO101PickPlace-v0", obs_mode="images", image_size=64)] * 8)
     obs, infos = vec.reset(seed=[0, 1, 2, 3, 4, 5, 6, 7])      # obs: dict of (8, ...) arrays
     obs, reward, terminated, truncated, infos = vec.step(actions)  # actions (8, 6) MuJoCo radians
@@ -65,13 +65,13 @@ def make_env(env_id: str, reward_terms: tuple[str, ...] | None = None, repeat_bl
     consecutive episodes from the same block position (so101_gym_env.RepeatBlockWrapper).
     ``chunk`` > 0: one step executes that many actions (so101_gym_env.ChunkActionWrapper; actions
     (chunk, 6)), so a vector-env step is one policy decision."""
-    import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+    from so101_sim import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
     # isort: split
-    import envs  # noqa: F401
+    from so101_sim import envs  # noqa: F401
     import gymnasium as gym
 
-    from so101_gym_env import BlockCurriculumWrapper, ChunkActionWrapper, RepeatBlockWrapper, RewardTermsWrapper
+    from so101_sim.so101_gym_env import BlockCurriculumWrapper, ChunkActionWrapper, RepeatBlockWrapper, RewardTermsWrapper
 
     env = gym.make(env_id, **kwargs)
     if reward_terms is not None:

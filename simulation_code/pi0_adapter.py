@@ -1,6 +1,6 @@
 """Pi0 (lerobot 0.6.1 ``PI0Policy``) behind :class:`flow_matching_policy.FlowMatchingPolicy`.
 
-    from pi0_adapter import PI0Adapter
+    from so101_sim.pi0_adapter import PI0Adapter
     policy = PI0Adapter.load("lerobot/pi0", quantize=True)      # or a local directory
     action = policy.select_action(obs)                           # (6,) MuJoCo radians
 
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-import pi0_quantization
-from hub_download import ensure_hub_files
-from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
+from so101_sim import pi0_quantization
+from so101_sim.hub_download import ensure_hub_files
+from so101_sim.lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
 
 #: Tokenizer id hard-coded in lerobot 0.6.1's processor_pi0.py (gated repo).
 PALIGEMMA_TOKENIZER_ID = "google/paligemma-3b-pt-224"
@@ -71,7 +71,7 @@ class PI0Adapter(LeRobotVLAAdapter):
         :data:`TINY_PI0_MARKER` (lerobot_tiny_pi0_patch is not even imported otherwise)."""
         if not (Path(policy_dir) / TINY_PI0_MARKER).is_file():
             return policy_cls.from_pretrained(str(policy_dir), config=cfg, strict=True)
-        from lerobot_tiny_pi0_patch import read_architecture, tiny_pi0_architecture
+        from so101_sim.lerobot_tiny_pi0_patch import read_architecture, tiny_pi0_architecture
 
         with tiny_pi0_architecture(read_architecture(policy_dir)):
             return policy_cls.from_pretrained(str(policy_dir), config=cfg, strict=True)

@@ -12,6 +12,9 @@ here and runs episodes through rollout_utils.run_episode with a *sim policy* fro
   chunk. Its sampler is seeded with the episode seed, so episode s is the same on every run.
 * :class:`LeRobotSamplerPolicy`: a SmolVLA/Pi0 adapter through LeRobot's own sampler
   (``select_action`` with its action queue), as ``run_mujoco_simulation.py`` runs the Hub models.
+* ``lerobot``: any LeRobot policy checkpoint (ACT, Diffusion, ...; lerobot_policy.LeRobotPolicy is
+  itself the sim policy), through LeRobot's factory, processors and ``select_action``; the env it
+  needs (cameras, image size, rate) comes from the checkpoint (:func:`sim_env_kwargs`).
 * :class:`ScriptedPolicy`: the scripted IK expert, the one *privileged* policy: it reads the block
   pose from the simulator, not from the observation, and says so in its ``name``.
 
@@ -27,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-import so101_mujoco_utils as u
-import vla_frames
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import vla_frames
 
 #: The shipped flow checkpoints (benchmarks/reinflow_flow.py --ship), repository-relative.
 SHIPPED_CHECKPOINTS = {"bc": u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_bc.pt",
@@ -42,7 +45,8 @@ class PolicyEntry:
     Attributes:
         description: one line for ``--help``.
         default_path: ``--policy-path`` when none is given (Hub id or checkpoint file), or None.
-        env_kwargs: ``gym.make`` keyword arguments of the observation it needs.
+        env_kwargs: ``gym.make`` keyword arguments of the observation it needs ({} for ``lerobot``:
+            its checkpoint says, :func:`sim_env_kwargs`).
         loader: ``"module:Class"`` whose ``load(path, **options)`` builds the policy (None: the
             scripted expert, built from the env).
         reinflow: train_reinflow.py can fine-tune it.
@@ -59,13 +63,16 @@ class PolicyEntry:
 
 POLICIES: dict[str, PolicyEntry] = {
     "smolvla": PolicyEntry("SmolVLA (LeRobot), three cameras + joint state + language", vla_frames.SMOLVLA_BASE_ID,
-                           {"obs_mode": "images"}, "smolvla_adapter:SmolVLAAdapter", reinflow=True),
+                           {"obs_mode": "images"}, "so101_sim.smolvla_adapter:SmolVLAAdapter", reinflow=True),
     "pi0": PolicyEntry("Pi0 (LeRobot), three cameras + joint state + language", "lerobot/pi0",
-                       {"obs_mode": "images"}, "pi0_adapter:PI0Adapter", reinflow=True),
+                       {"obs_mode": "images"}, "so101_sim.pi0_adapter:PI0Adapter", reinflow=True),
     "flow": PolicyEntry("small flow-matching policy (flow_policy.py) on joint state + block pose",
                         str(SHIPPED_CHECKPOINTS["reinflow"]), {"obs_mode": "state", "include_env_state": True},
-                        "flow_policy:FlowPolicy", reinflow=True,
+                        "so101_sim.flow_policy:FlowPolicy", reinflow=True,
                         privileged="observation.environment_state (the block pose, from the simulator)"),
+    "lerobot": PolicyEntry("any LeRobot policy checkpoint (ACT, Diffusion, VQ-BeT, SmolVLA, Pi0, Pi0.5, ...: its "
+                           "config.json names the type), through LeRobot's factory, processors and select_action",
+                           None, {}, "so101_sim.lerobot_policy:LeRobotPolicy"),
     "scripted": PolicyEntry("scripted IK expert (scripted_expert.py)", None, {"obs_mode": "state"},
                             privileged="reads the block pose from the simulator, not the observation"),
 }
@@ -120,8 +127,8 @@ def load_policy(model_type: str, path: str | None = None, **options: Any):
     e = entry(model_type)
     if e.loader is None:
         raise ValueError(f"--model-type {model_type} is not a loadable policy (it is built from the env)")
-    from checkpoint_io import CheckpointError
-    from hub_download import PolicyLoadError
+    from so101_sim.checkpoint_io import CheckpointError
+    from so101_sim.hub_download import PolicyLoadError
 
     try:
         return policy_class(model_type).load(path or e.default_path, **options)
@@ -138,6 +145,27 @@ def vla_options(args) -> dict:
             "quantize": get("quantize"), "n_action_steps": get("n_action_steps")}
 
 
+def sim_env_kwargs(model_type: str, args) -> dict:
+    """``gym.make`` keyword arguments of the observation ``model_type`` needs: the registry's, or for
+    ``lerobot`` what the checkpoint's config asks for (cameras, image size, control rate;
+    lerobot_policy.sim_setup, JSON only).
+
+    Raises:
+        PolicySetupError: the checkpoint cannot run in the sim (the message names the keys).
+    """
+    if model_type != "lerobot":
+        return dict(entry(model_type).env_kwargs)
+    from so101_sim.hub_download import PolicyLoadError
+    from so101_sim.lerobot_policy import sim_setup
+
+    try:
+        setup = sim_setup(args.policy_path, camera_map=getattr(args, "camera_map", None), task=getattr(args, "task", None),
+                          frame=getattr(args, "frame", "auto"))
+    except (PolicyLoadError, ValueError) as exc:
+        raise PolicySetupError(str(exc)) from exc
+    return setup.env_kwargs(getattr(args, "env_id", None) or "SO101PickPlace-v0")
+
+
 def make_sim_policy(model_type: str, args, env):
     """The sim policy ``run_mujoco_simulation.py --model-type`` runs: the scripted expert
     (:class:`ScriptedPolicy`, from ``env``), a VLA through LeRobot's sampler
@@ -152,6 +180,9 @@ def make_sim_policy(model_type: str, args, env):
     path = getattr(args, "policy_path", None)
     if model_type in VLA_MODEL_TYPES:
         return LeRobotSamplerPolicy(load_policy(model_type, path, **vla_options(args)))
+    if model_type == "lerobot":  # LeRobot's own sampling loop (select_action) is the sim policy
+        opts = vla_options(args)
+        return load_policy(model_type, path, **{k: opts[k] for k in ("device", "camera_map", "task", "frame")})
     return ChunkPolicy(load_policy(model_type, path))
 
 
@@ -195,7 +226,7 @@ class ChunkPolicy:
         """One chunk for one observation: (chunk_size, 6) float32 MuJoCo radians."""
         import time
 
-        from reinflow_engine import sample_chain
+        from so101_sim.reinflow_engine import sample_chain
 
         t0 = time.perf_counter()
         batch = self.policy.prepare_batch({k: np.asarray(v)[None] for k, v in obs.items()})
@@ -238,10 +269,10 @@ class ScriptedPolicy:
     name = "scripted"
 
     def __init__(self, env):
-        from scripted_expert import ScriptedExpert
+        from so101_sim.scripted_expert import ScriptedExpert
 
         self.env = env
-        self.expert = ScriptedExpert(env.unwrapped.model)
+        self.expert = ScriptedExpert(env.unwrapped.model, control_hz=env.unwrapped.control_hz)
 
     def reset(self, seed: int) -> None:
         self.expert.reset()

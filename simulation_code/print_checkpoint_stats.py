@@ -10,6 +10,9 @@ success rate and return (deterministic sampler, fixed seeds), sigma, entropy, lo
 fraction. ``--plot`` writes a figure of the curves (matplotlib, Agg backend). ``--export-policy
 OUT`` writes the policy-only checkpoint of it (checkpoint_io.export_policy: weights, what rebuilds
 the policy and the noise head; no optimizer states, critic, history or RNG), for deployment.
+``--export-pretrained OUT`` writes it in the ecosystem's form (pretrained_export.py): a SmolVLA/Pi0
+checkpoint as a LeRobot ``pretrained_model`` directory (for ``lerobot-eval`` and ``--model-type
+lerobot``), the flow policy as ``model.safetensors`` + ``config.json``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-import checkpoint_io as ckio
-import cli_args
-import policy_registry as pr
-from reinflow_rollout import BlockCurriculum
+from so101_sim import checkpoint_io as ckio
+from so101_sim import cli_args
+from so101_sim import policy_registry as pr
+from so101_sim.reinflow_rollout import BlockCurriculum
 
 COLUMNS = [("iteration", "it", "{:>4}"), ("env_steps", "env_steps", "{:>9}"), ("episodes", "eps", "{:>4}"),
            ("train_success", "train_succ", "{:>10.0%}"), ("train_return", "train_ret", "{:>9.1f}"),
@@ -41,6 +44,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--export-policy", type=cli_args.output_path, default=None,
                    help="also write the policy-only checkpoint here (for deployment; run it with "
                         "run_reinflow_inference.py --checkpoint OUT)")
+    p.add_argument("--export-pretrained", type=cli_args.output_path, default=None,
+                   help="also write the policy in the ecosystem's form to this folder: SmolVLA/Pi0 as a LeRobot "
+                        "pretrained_model directory (lerobot-eval --policy.path=OUT, run_mujoco_simulation.py "
+                        "--model-type lerobot --policy-path OUT), the flow policy as model.safetensors + config.json "
+                        "(--model-type flow --policy-path OUT)")
     return p.parse_args(argv)
 
 
@@ -85,6 +93,11 @@ def main(argv=None) -> int:
     if args.export_policy:
         ckio.save(args.export_policy, ckio.export_policy(ckpt))
         print(f"policy-only checkpoint -> {args.export_policy}")
+    if args.export_pretrained:
+        from so101_sim.pretrained_export import export_pretrained
+
+        export_pretrained(ckpt, args.export_pretrained)
+        print(f"{'LeRobot pretrained_model' if ckpt.model_type != 'flow' else 'safetensors + JSON'} -> {args.export_pretrained}")
     return 0
 
 

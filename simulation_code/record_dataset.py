@@ -8,6 +8,8 @@ Copy-paste (from simulation_code/):
     python record_dataset.py --input keyboard --output-dir ../datasets/my_dataset --task "pick up the red block"
     python record_dataset.py --input gamepad  --output-dir ../datasets/my_dataset --num-episodes 20
     python record_dataset.py --input physical --port /dev/ttyACM0 --output-dir ../datasets/my_dataset
+    # the real SO-101's schema (front + wrist cameras 480x640, 30 fps): merges with real datasets
+    python record_dataset.py --input scripted --schema so101_follower --output-dir ../datasets/so101_sim_real
 
 Controls (keyboard / physical): Space starts and stops (saves) an episode, R discards it and resets,
 ESC quits. Gamepad: Cross [A], Circle [B], Options [Start]. ``--input scripted`` records whole
@@ -18,15 +20,25 @@ What is written (LeRobot's own ``LeRobotDataset.create / add_frame / save_episod
 the LeRobot calibrated frame, i.e. body joints in degrees and the gripper in 0..100 (0 closed), the
 units of a real SO-101 follower (conversion: ``so101_mujoco_utils.mujoco_to_lerobot``, one place);
 ``action`` is the absolute joint-position target sent to the simulation at that frame and
-``observation.state`` the measured joint angles before it; ``observation.images.camera1|2|3``
-(top, wrist, side cameras) as video; ``episode_seed`` (int64, the episode's env reset seed, a plain
-column so it survives LeRobot's dataset tools); the task string per frame; robot_type
-``so101_follower``. The convention, cameras and per-episode results also go to
-``meta/so101_recording.json`` and a dataset card ``README.md`` in the dataset folder.
+``observation.state`` the measured joint angles before it; ``observation.images.<name>`` per
+``--cameras`` entry as video (default camera1|2|3: top, wrist, side cameras); ``episode_seed``
+(int64, the episode's env reset seed, a plain column so it survives LeRobot's dataset tools); the
+task string per frame; robot_type ``--robot-type`` (default ``so_follower``, what LeRobot's
+``SO101Follower`` reports). The convention, the camera map (dataset name -> MuJoCo camera), the
+control rate and per-episode results also go to ``meta/so101_recording.json`` and a dataset card
+``README.md`` in the dataset folder.
 
-Frame rate: the simulation steps at 10 Hz (``so101_mujoco_utils.CONTROL_HZ``). ``--fps`` must divide
-it (10, 5, 2 or 1): with ``--fps 5`` the simulation still runs at 10 Hz and every 2nd step is a frame,
-whose action is the target of the last step of its interval. Other values are refused.
+Real-robot schema: ``--schema so101_follower`` records exactly the features, fps and robot_type that
+``lerobot-record --robot.type=so101_follower`` writes with two 640x480 cameras ``front`` and
+``wrist`` at 30 fps (:func:`real_robot_features`; front = the top-down ``camera_up``, wrist =
+``wrist_camera``; no ``episode_seed`` column, the seeds stay in the sidecar), so the dataset merges
+with real ones through ``lerobot.datasets.aggregate.aggregate_datasets``. Explicit flags override
+the preset.
+
+Frame rate: ``--fps`` is the simulation's control rate and every control step is a frame (default
+10 Hz, ``so101_mujoco_utils.CONTROL_HZ``). The physics step stays 2 ms; at 30 fps a control step is
+17, 16, 17, ... physics steps (``so101_mujoco_utils.substep_schedule``). Episode caps keep their
+duration in seconds (150 steps at 10 fps = 450 at 30 fps).
 
 No completed episode is ever lost (``durable_dataset.py``): LeRobot writes into a hidden staging
 folder beside the dataset, and each saved episode is published into the dataset folder in one atomic
@@ -48,47 +60,133 @@ import sys
 import time
 from pathlib import Path
 
-import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is imported)
+from so101_sim import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is imported)
 
 import numpy as np
 
-import durable_dataset as dd
-import envs  # registers the env ids
-import so101_mujoco_utils as u
-import teleop_common as tc
+from so101_sim import durable_dataset as dd
+from so101_sim import envs  # registers the env ids
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
 
 # torchcodec cannot load without system FFmpeg libraries; LeRobot then falls back to PyAV (which is
 # what this repo uses) after logging a long traceback. Keep that fallback quiet.
 logging.getLogger("lerobot.utils.import_utils").setLevel(logging.ERROR)
 
 INPUTS = ("keyboard", "gamepad", "physical", "scripted")
-ROBOT_TYPE = "so101_follower"
+#: Default ``robot_type`` of a recording: the name LeRobot's ``SO101Follower`` reports
+#: (``lerobot.robots.so_follower.SO101Follower.name`` in LeRobot 0.6.1), which ``lerobot-record
+#: --robot.type=so101_follower`` writes into meta/info.json. A literal here (importing the class costs
+#: seconds: torch); tests/test_real_schema.py checks it against the class. Many older Hub datasets
+#: say ``so101_follower``: pass ``--robot-type so101_follower`` to merge with those.
+ROBOT_TYPE = "so_follower"
 #: Sidecar file (inside the dataset's meta/) with the unit convention, cameras and episode seeds.
 RECORDING_META = "meta/so101_recording.json"
-#: Control steps a scripted episode keeps recording after the first success (the expert keeps
-#: lifting), so the data shows the block held rather than ending on the success frame.
+#: Control steps at 10 Hz (0.5 s) a scripted episode keeps recording after the first success (the
+#: expert keeps lifting), so the data shows the block held rather than ending on the success frame;
+#: scaled to the same duration at other ``--fps`` (:func:`steps_at`).
 POST_SUCCESS_STEPS = 5
-#: Default episode length cap of a person's episode in control steps (60 s); a scripted episode is
-#: capped by the env registration's ``max_episode_steps`` (envs.MAX_EPISODE_STEPS).
+#: Default episode length cap of a person's episode in control steps at 10 Hz (60 s; scaled to the
+#: same duration at other ``--fps``); a scripted episode is capped by the env registration's
+#: ``max_episode_steps`` (envs.MAX_EPISODE_STEPS, registration.episode_steps).
 TELEOP_MAX_STEPS = 600
-CAMERA_DESCRIPTIONS = {"camera1": "top view (camera_up)", "camera2": "wrist camera (wrist_camera)",
-                       "camera3": "side view (camera_side)"}
+#: What each MuJoCo camera shows (dataset card, sidecar).
+CAMERA_VIEWS = {"camera_up": "top view", "wrist_camera": "wrist camera", "camera_side": "side view"}
+#: Default ``--cameras``: dataset image name -> sim camera, the sim's own camera1..3
+#: (so101_mujoco_utils.CAMERAS; tests/test_record_dataset.py checks they agree).
+SIM_CAMERAS = "camera1=camera_up,camera2=wrist_camera,camera3=camera_side"
+#: ``--cameras`` of ``--schema so101_follower``: the names of a two-camera lerobot-record setup;
+#: ``front`` is the top-down ``camera_up`` (the scene has no camera facing the robot), ``wrist`` the
+#: gripper camera.
+REAL_CAMERAS = "front=camera_up,wrist=wrist_camera"
+#: Camera size (height, width) of a real SO-101 recording: 640x480 OpenCV cameras.
+REAL_IMAGE_HW = (480, 640)
+#: Frame rate of a real SO-101 recording (lerobot-record's default ``--dataset.fps``, and the cameras').
+REAL_FPS = 30
+#: Narrowest camera image a recording accepts, px. LeRobot's AV1 encoder (SVT-AV1, through PyAV)
+#: kills the process with SIGFPE on frames narrower than 25 px (measured: 24 wide crashes, 25 works,
+#: any height); 32 leaves a margin.
+MIN_VIDEO_WIDTH = 32
+#: ``--schema`` presets: parser defaults that the explicit flags override. ``sim`` is the default.
+SCHEMAS = {
+    "sim": {"fps": int(u.CONTROL_HZ), "cameras": SIM_CAMERAS, "image_size": u.IMAGE_SIZE},
+    "so101_follower": {"fps": REAL_FPS, "cameras": REAL_CAMERAS, "image_size": f"{REAL_IMAGE_HW[0]}x{REAL_IMAGE_HW[1]}"},
+}
 
 
 # ------------------------------------------------------------------------------------------
 # Dataset schema and units (one place)
 # ------------------------------------------------------------------------------------------
 
-def dataset_features(image_size: int) -> dict:
-    """LeRobot feature spec: state/action (6,) float32 with LeRobot motor names, the episode seed
-    (1,) int64 (:data:`so101_mujoco_utils.EPISODE_SEED`), and the three cameras as
-    ``(image_size, image_size, 3)`` videos."""
+def dataset_features(image_size=u.IMAGE_SIZE, cameras=None) -> dict:
+    """The sim schema's LeRobot feature spec: state/action (6,) float32 with LeRobot motor names, the
+    episode seed (1,) int64 (:data:`so101_mujoco_utils.EPISODE_SEED`), and one
+    ``observation.images.<name>`` video (height, width, 3) per camera name.
+
+    Args:
+        image_size: int (square) or (height, width), pixels.
+        cameras: image names (a ``{name: camera}`` map gives its keys); None = camera1..3.
+    """
+    h, w = u.image_hw(image_size)
     joint = {"dtype": "float32", "shape": (u.NUM_JOINTS,), "names": list(u.LEROBOT_MOTOR_NAMES)}
     features = {u.OBS_STATE: dict(joint), "action": dict(joint),
                 u.EPISODE_SEED: {"dtype": "int64", "shape": (1,), "names": None}}
-    for key in u.IMAGE_KEYS:
-        features[key] = {"dtype": "video", "shape": (image_size, image_size, 3), "names": ["height", "width", "channels"]}
+    for name in (u.CAMERAS if cameras is None else cameras):
+        features[u.OBS_IMAGE_PREFIX + name] = {"dtype": "video", "shape": (h, w, 3), "names": ["height", "width", "channels"]}
     return features
+
+
+def real_robot_features(cameras=("front", "wrist"), height: int = REAL_IMAGE_HW[0], width: int = REAL_IMAGE_HW[1]) -> dict:
+    """The features ``lerobot-record --robot.type=so101_follower`` writes for an SO-101 follower with
+    OpenCV cameras named ``cameras``, each ``height`` x ``width`` pixels, as videos.
+
+    Derived without hardware the way LeRobot's lerobot_record.py does it: an ``SO101Follower`` (its
+    constructor opens neither the port nor the cameras; calibration is looked for in a temporary
+    folder) gives ``action_features`` / ``observation_features``, which go through
+    ``make_default_processors()`` with ``aggregate_pipeline_dataset_features(..., use_videos=True)``
+    and ``combine_feature_dicts``. Result (LeRobot 0.6.1): ``action`` and ``observation.state``
+    (6,) float32 named ``shoulder_pan.pos`` ... ``gripper.pos``, and per camera
+    ``observation.images.<name>`` video (height, width, 3) with ``info: {"is_depth_map": False}``.
+    Imports LeRobot's robot and processor modules (seconds: torch).
+
+    Args:
+        cameras: camera names (a ``{name: camera}`` map gives its keys), in order.
+        height, width: camera image size, pixels.
+    """
+    import tempfile
+
+    from lerobot.cameras.opencv import OpenCVCameraConfig
+    from lerobot.datasets import aggregate_pipeline_dataset_features, create_initial_features
+    from lerobot.processor import make_default_processors
+    from lerobot.robots.so_follower import SO101Follower, SO101FollowerConfig
+    from lerobot.utils.feature_utils import combine_feature_dicts
+
+    cams = {name: OpenCVCameraConfig(index_or_path=i, width=int(width), height=int(height), fps=REAL_FPS)
+            for i, name in enumerate(cameras)}
+    with tempfile.TemporaryDirectory() as calib:  # the constructor creates/reads its calibration folder
+        robot = SO101Follower(SO101FollowerConfig(port="/dev/null", cameras=cams, calibration_dir=Path(calib)))
+    teleop_action_processor, _, robot_observation_processor = make_default_processors()
+    return combine_feature_dicts(
+        aggregate_pipeline_dataset_features(pipeline=teleop_action_processor,
+                                            initial_features=create_initial_features(action=robot.action_features),
+                                            use_videos=True),
+        aggregate_pipeline_dataset_features(pipeline=robot_observation_processor,
+                                            initial_features=create_initial_features(observation=robot.observation_features),
+                                            use_videos=True),
+    )
+
+
+def features_for(args) -> dict:
+    """The feature spec of this run: :func:`real_robot_features` for ``--schema so101_follower``, else
+    :func:`dataset_features` (both with ``--cameras`` and ``--image-size``)."""
+    if args.schema == "so101_follower":
+        return real_robot_features(list(args.cameras), *u.image_hw(args.image_size))
+    return dataset_features(args.image_size, args.cameras)
+
+
+def steps_at(steps_10hz: int, fps: float) -> int:
+    """A count of 10 Hz control steps as the same duration in control steps at ``fps`` (>= 1)."""
+    return max(1, round(steps_10hz * fps / u.CONTROL_HZ))
 
 
 def to_dataset_units(q_rad) -> np.ndarray:
@@ -110,22 +208,6 @@ def executable_action(target_rad) -> tuple[np.ndarray, np.ndarray]:
     """
     stored = to_dataset_units(target_rad)
     return stored, from_dataset_units(stored)
-
-
-def steps_per_frame(fps: float) -> int:
-    """Control steps per recorded frame for ``fps``.
-
-    Raises:
-        ValueError: ``fps`` does not divide the 10 Hz control rate (message lists the valid ones).
-    """
-    k = u.CONTROL_HZ / fps if fps > 0 else 0.0
-    if fps <= 0 or fps > u.CONTROL_HZ or abs(k - round(k)) > 1e-9:
-        valid = [int(u.CONTROL_HZ // n) for n in range(1, int(u.CONTROL_HZ) + 1) if (u.CONTROL_HZ / n).is_integer()]
-        raise ValueError(
-            f"--fps {fps} does not divide the simulation's {u.CONTROL_HZ:g} Hz control rate; use one of {valid} "
-            "(lower rates record every k-th control step)."
-        )
-    return int(round(k))
 
 
 # ------------------------------------------------------------------------------------------
@@ -203,8 +285,8 @@ def open_dataset(args, features: dict):
 
     Raises:
         SystemExit: the folder exists without --resume/--overwrite, --overwrite on a folder that is
-            not a LeRobot dataset, or --resume with different features/fps (each message says what
-            to do instead).
+            not a LeRobot dataset, or --resume with different fps, cameras, image size or an explicit
+            --robot-type that differs (each message says what to do instead).
     """
     root = Path(args.output_dir)
     dd.recover(root)  # what a killed run may have left beside the dataset
@@ -217,7 +299,9 @@ def open_dataset(args, features: dict):
         have = LeRobotDatasetMetadata(args.repo_id, root=root)
         if u.EPISODE_SEED not in have.features:  # recorded before the seed column existed
             features = {k: v for k, v in features.items() if k != u.EPISODE_SEED}
-        check_resume_compatible(have, features, args.fps, root)
+        check_resume_compatible(have, features, args.fps, root, load_recording_meta(root),
+                                args.robot_type if args.robot_type_given else None)
+        args.robot_type = have.robot_type  # the dataset's (checked above when given explicitly)
         rec = dd.DurableRecording(root, args.repo_id, "resume")
         meta = load_recording_meta(root)
         if meta is None:  # sidecar dropped by LeRobot's tools: continue after the stored seeds
@@ -238,7 +322,7 @@ def open_dataset(args, features: dict):
     if mode == "overwrite":
         print(f"[record] --overwrite: {root} is replaced when the first new episode is saved")
     rec = dd.DurableRecording(root, args.repo_id, mode,
-                              dict(fps=int(args.fps), features=features, robot_type=ROBOT_TYPE, use_videos=True))
+                              dict(fps=int(args.fps), features=features, robot_type=args.robot_type, use_videos=True))
     return rec, True, new_recording_meta(args)
 
 
@@ -252,22 +336,42 @@ def stored_seeds(ds) -> list[int]:
     return sorted({int(x) for x in full.hf_dataset.with_format("numpy")[u.EPISODE_SEED]})
 
 
-def check_resume_compatible(meta, features: dict, fps: float, root: Path) -> None:
-    """Raise SystemExit naming the first difference between the dataset on disk and this run."""
+def check_resume_compatible(meta, features: dict, fps: float, root: Path, sidecar: dict | None = None,
+                            robot_type: str | None = None) -> None:
+    """Raise SystemExit naming the first difference between the dataset on disk (its LeRobot
+    ``meta``) and this run: fps, the set of cameras (the hint gives the dataset's ``--cameras`` from
+    its ``sidecar`` when it has one), a feature's dtype/shape (``--image-size`` hint), or
+    ``robot_type`` when one is given (None: the dataset's is kept)."""
     if int(meta.fps) != int(fps):
         raise SystemExit(f"--resume: {root} was recorded at {meta.fps} fps, this run asks for {fps}; pass --fps {meta.fps}")
+    if robot_type is not None and meta.robot_type != robot_type:
+        raise SystemExit(f"--resume: {root} has robot_type {meta.robot_type!r}, this run asks for {robot_type!r}; "
+                         f"pass --robot-type {meta.robot_type} (or leave it out)")
+    videos = lambda fts: sorted(k for k, ft in fts.items() if ft.get("dtype") == "video")  # noqa: E731
+    if videos(meta.features) != videos(features):
+        have_map = (sidecar or {}).get("camera_map")
+        hint = (f"; pass --cameras {','.join(f'{k}={v}' for k, v in have_map.items())}" if have_map
+                else "; record into a new --output-dir")
+        raise SystemExit(f"--resume: {root} has the cameras {videos(meta.features)}, this run records "
+                         f"{videos(features)}{hint}")
     for key, ft in features.items():
         have = meta.features.get(key)
         if have is None:
             raise SystemExit(f"--resume: {root} has no feature {key!r}; record into a new --output-dir")
         if tuple(have["shape"]) != tuple(ft["shape"]) or have["dtype"] != ft["dtype"]:
-            hint = f" (pass --image-size {have['shape'][0]})" if ft["dtype"] == "video" else ""
+            hh, hw = have["shape"][:2] if ft["dtype"] == "video" else (0, 0)
+            hint = f" (pass --image-size {hh if hh == hw else f'{hh}x{hw}'})" if ft["dtype"] == "video" else ""
             raise SystemExit(f"--resume: {key} is {have['dtype']} {tuple(have['shape'])} in {root}, this run "
                              f"records {ft['dtype']} {tuple(ft['shape'])}{hint}")
 
 
 def new_recording_meta(args) -> dict:
-    """The sidecar content for a new dataset (see the module docstring)."""
+    """The sidecar content for a new dataset (see the module docstring): the unit convention,
+    ``cameras`` (observation key -> description), ``camera_map`` (dataset image name -> MuJoCo
+    camera, what ``SO101PickPlaceEnv(cameras=...)`` takes to run a policy trained on it),
+    ``control_hz`` (= ``fps``: every control step is a frame; ``steps_per_frame`` is 1, kept for
+    readers of older recordings that subsampled), ``physics_timestep`` (s), ``image_size`` (int, or
+    [h, w]) and ``image_hw``, ``schema``, ``robot_type``, the env id and the episode records."""
     return {
         "format": "so101-sim-recording/1",
         "units": {
@@ -277,11 +381,16 @@ def new_recording_meta(args) -> dict:
         },
         "conversion": "so101_mujoco_utils.mujoco_to_lerobot (MuJoCo rad -> dataset) and lerobot_to_mujoco (back)",
         "joint_names": list(u.LEROBOT_MOTOR_NAMES),
-        "cameras": {u.OBS_IMAGE_PREFIX + k: f"{CAMERA_DESCRIPTIONS[k]}" for k in u.CAMERAS},
-        "control_hz": u.CONTROL_HZ,
+        "cameras": {u.OBS_IMAGE_PREFIX + k: f"{CAMERA_VIEWS[v]} ({v})" for k, v in args.cameras.items()},
+        "camera_map": dict(args.cameras),
+        "control_hz": float(args.fps),
+        "physics_timestep": u.PHYSICS_TIMESTEP,
         "fps": args.fps,
-        "steps_per_frame": steps_per_frame(args.fps),
-        "image_size": args.image_size,
+        "steps_per_frame": 1,
+        "image_size": args.image_size if isinstance(args.image_size, int) else list(args.image_size),
+        "image_hw": list(u.image_hw(args.image_size)),
+        "schema": args.schema,
+        "robot_type": args.robot_type,
         "randomize_block": not args.no_randomize,
         "env_id": env_id_for(args),
         "episodes": [],
@@ -311,8 +420,8 @@ def dataset_card(meta: dict, args) -> str:
     eps = meta.get("episodes", [])
     inputs = sorted({e.get("input", "?") for e in eps}) or [args.input]
     n_frames = sum(e.get("frames", 0) for e in eps)
-    cams = "\n".join(f"| `{k}` | video {meta.get('image_size')}x{meta.get('image_size')} RGB | {v} |"
-                     for k, v in meta.get("cameras", {}).items())
+    h, w = meta.get("image_hw") or u.image_hw(meta.get("image_size", u.IMAGE_SIZE))
+    cams = "\n".join(f"| `{k}` | video {h}x{w} (height x width) RGB | {v} |" for k, v in meta.get("cameras", {}).items())
     return f"""---
 tags: [LeRobot, so101, simulation, mujoco]
 ---
@@ -321,7 +430,7 @@ tags: [LeRobot, so101, simulation, mujoco]
 SO-101 pick-and-place demonstrations recorded in the MuJoCo simulation with `record_dataset.py`
 (inputs: {', '.join(inputs)}; block {'randomized' if meta.get('randomize_block', True) else 'fixed'}).
 {len(eps)} episodes, {n_frames} frames at {meta.get('fps')} fps (simulation control rate {meta.get('control_hz')} Hz).
-LeRobotDataset v3, robot_type `{ROBOT_TYPE}`.
+LeRobotDataset v3, robot_type `{meta.get('robot_type', args.robot_type)}`.
 
 ## Units (the LeRobot calibrated frame of a real SO-101 follower)
 
@@ -352,31 +461,39 @@ def env_id_for(args) -> str:
 
 
 def make_env(args, viewer: bool):
-    """The recording env: camera observations at ``--image-size``, no gym time limit (the loops
-    count steps themselves), ``render_mode="human"`` when ``viewer``."""
+    """The recording env: control rate ``--fps``, the ``--cameras`` at ``--image-size``, no gym time
+    limit (the loops count steps themselves: ``--max-steps``, which defaults to the registration's
+    episode length in seconds), ``render_mode="human"`` when ``viewer``."""
     import gymnasium as gym
 
-    return gym.make(env_id_for(args), obs_mode="images", image_size=args.image_size,
-                    terminate_on_success=False, render_mode="human" if viewer else None,
+    return gym.make(env_id_for(args), obs_mode="images", image_size=args.image_size, cameras=args.cameras,
+                    control_hz=args.fps, terminate_on_success=False, render_mode="human" if viewer else None,
                     max_episode_steps=10**9, disable_env_checker=True)
 
 
 def make_source(args):
-    """Build the teleop input source named by ``--input`` (keyboard/gamepad/physical).
+    """Build the teleop input source named by ``--input`` (keyboard/gamepad/physical), its safety
+    cap per control step scaled to ``--fps`` (teleop_common.max_target_step_rad: the same rad/s).
 
     Raises:
         TeleopUnavailable: the device or display it needs is missing (clear message).
     """
+    source = _make_source(args)
+    source.max_step_rad = tc.max_target_step_rad(args.fps)
+    return source
+
+
+def _make_source(args):
     if args.input == "keyboard":
-        from teleop_keyboard import KeyboardTeleop
+        from so101_sim.teleop_keyboard import KeyboardTeleop
 
         return KeyboardTeleop()
     if args.input == "gamepad":
-        from teleop_gamepad import GamepadTeleop
+        from so101_sim.teleop_gamepad import GamepadTeleop
 
         return GamepadTeleop(layout=args.layout)
     if args.input == "physical":
-        from teleop_physical_arm import PhysicalArmTeleop, default_events, make_leader
+        from so101_sim.teleop_physical_arm import PhysicalArmTeleop, default_events, make_leader
 
         if not args.port:
             raise tc.TeleopUnavailable("--input physical needs --port (the leader arm's serial port; "
@@ -388,15 +505,16 @@ def make_source(args):
     raise ValueError(f"no teleop source for --input {args.input!r}")
 
 
-def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str, seed: int | None) -> dict:
+def make_frame(q_rad, obs: dict, action_stored: np.ndarray, task: str, seed: int | None,
+               image_keys=u.IMAGE_KEYS) -> dict:
     """One dataset frame: the joint angles ``q_rad`` (6,) float64 MuJoCo radians measured with
     ``obs`` (before the action; stored as float32 LeRobot units), the stored action, the episode's
-    reset ``seed`` (omitted when None: a dataset recorded without the column), the three camera
-    images of ``obs``, the task string."""
+    reset ``seed`` (omitted when None: a dataset without the column), the camera images
+    ``image_keys`` of ``obs`` ((H, W, 3) uint8), the task string."""
     frame = {u.OBS_STATE: to_dataset_units(q_rad), "action": action_stored}
     if seed is not None:
         frame[u.EPISODE_SEED] = np.array([seed], np.int64)
-    for key in u.IMAGE_KEYS:
+    for key in image_keys:
         frame[key] = obs[key]
     frame["task"] = task
     return frame
@@ -415,10 +533,12 @@ class Recorder:
         self.root = Path(ds.root)
         self.saved_this_run = 0
         self.with_seed = u.EPISODE_SEED in ds.meta.features
+        self.image_keys = [k for k, ft in ds.meta.features.items() if ft.get("dtype") == "video"]
 
     def add_frame(self, q_rad, obs: dict, action_stored: np.ndarray, seed: int) -> None:
         """Buffer one frame of the current episode (see :func:`make_frame`)."""
-        self.ds.add_frame(make_frame(q_rad, obs, action_stored, self.args.task, seed if self.with_seed else None))
+        self.ds.add_frame(make_frame(q_rad, obs, action_stored, self.args.task, seed if self.with_seed else None,
+                                     self.image_keys))
 
     def save(self, seed: int, success: bool, frames: int) -> None:
         """Save and publish the buffered episode whole (signals deferred meanwhile).
@@ -451,13 +571,15 @@ class Recorder:
         return seed
 
 
-def record_scripted(rec: Recorder, env, k: int) -> None:
-    """Scripted expert: reset with a fresh seed, act until success (+ POST_SUCCESS_STEPS) or
-    ``--max-steps``; keep successful episodes (all with --keep-failed)."""
-    from scripted_expert import ScriptedExpert
+def record_scripted(rec: Recorder, env) -> None:
+    """Scripted expert: reset with a fresh seed, act until success (+ POST_SUCCESS_STEPS, scaled to
+    ``--fps``) or ``--max-steps``, one frame per control step; keep successful episodes (all with
+    --keep-failed)."""
+    from so101_sim.scripted_expert import ScriptedExpert
 
     args = rec.args
-    expert = ScriptedExpert(env.unwrapped.model)
+    expert = ScriptedExpert(env.unwrapped.model, control_hz=env.unwrapped.control_hz)
+    post_success = steps_at(POST_SUCCESS_STEPS, args.fps)
     attempts = 0
     while rec.saved_this_run < args.num_episodes:
         if attempts >= 3 * args.num_episodes + 10:
@@ -468,16 +590,15 @@ def record_scripted(rec: Recorder, env, k: int) -> None:
         obs, info = env.reset(seed=seed)
         expert.reset()
         frames, steps, success_step = 0, 0, None
-        while steps < args.max_steps and (success_step is None or steps - success_step < POST_SUCCESS_STEPS):
+        while steps < args.max_steps and (success_step is None or steps - success_step < post_success):
             if rec.stop.requested:
                 return
             frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
-            for _ in range(k):  # k control steps per frame; the frame's action is the last target
-                stored, target = executable_action(expert.act_in_env(env))
-                obs, _, _, _, info = env.step(target)
-                steps += 1
-                if info["is_success"] and success_step is None:
-                    success_step = steps
+            stored, target = executable_action(expert.act_in_env(env))
+            obs, _, _, _, info = env.step(target)
+            steps += 1
+            if info["is_success"] and success_step is None:
+                success_step = steps
             rec.add_frame(frame_q, frame_obs, stored, seed)
             frames += 1
         success = success_step is not None
@@ -487,11 +608,13 @@ def record_scripted(rec: Recorder, env, k: int) -> None:
             rec.discard(f"seed {seed}: the expert did not succeed in {args.max_steps} steps")
 
 
-def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> None:
+def record_teleop(rec: Recorder, env, source, realtime: bool = True) -> None:
     """A person drives the arm through ``source``; Space/Cross toggles recording, R/Circle discards
-    and resets, ESC/Options quits. An episode also ends (and is saved) at ``--max-steps``."""
+    and resets, ESC/Options quits. One control step (1 / ``--fps`` s, in real time unless
+    ``realtime=False``) per loop, a frame per step while recording. An episode also ends (and is
+    saved) at ``--max-steps``."""
     args = rec.args
-    dt = 1.0 / u.CONTROL_HZ
+    dt = 1.0 / args.fps
     seed = rec.next_seed()
     obs, info = env.reset(seed=seed)
     source.reset(env.unwrapped.joint_positions)
@@ -527,17 +650,15 @@ def record_teleop(rec: Recorder, env, source, k: int, realtime: bool = True) -> 
             print(f"[record] reset; episode {rec.ds.meta.total_episodes}: press start to record", flush=True)
             continue
         frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
-        for _ in range(k):
-            stored, target = executable_action(source.command(dt))
-            obs, _, _, _, info = env.step(target)
-            if recording:
-                steps += 1
-                if info["is_success"] and not success:
-                    success = True
-                    print("[record] success: block lifted; press stop (Space / Cross) to save", flush=True)
-            if realtime:
-                time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
-                t0 = time.perf_counter()
+        stored, target = executable_action(source.command(dt))
+        obs, _, _, _, info = env.step(target)
+        if recording:
+            steps += 1
+            if info["is_success"] and not success:
+                success = True
+                print("[record] success: block lifted; press stop (Space / Cross) to save", flush=True)
+        if realtime:
+            time.sleep(max(0.0, dt - (time.perf_counter() - t0)))
         if recording:
             rec.add_frame(frame_q, frame_obs, stored, seed)
             frames += 1
@@ -567,8 +688,10 @@ def finish_folder(rec, saved: int, seconds: float) -> None:
 # Command line
 # ------------------------------------------------------------------------------------------
 
-def parse_args(argv=None) -> argparse.Namespace:
-    import cli_args
+def build_parser(schema: str = "sim") -> argparse.ArgumentParser:
+    """The command line; ``schema`` (a key of :data:`SCHEMAS`) sets the defaults of --fps, --cameras
+    and --image-size, so ``--schema so101_follower --help`` shows the preset's values."""
+    from so101_sim import cli_args
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     p.add_argument("--input", required=True, choices=INPUTS, help="who drives the arm")
@@ -581,8 +704,26 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(default: %(default)r)")
     p.add_argument("--num-episodes", "--num_episodes", dest="num_episodes", type=cli_args.positive_int, default=50,
                    help="episodes to save in this run (default: %(default)s)")
+    p.add_argument("--schema", choices=tuple(SCHEMAS), default="sim",
+                   help="feature preset: 'sim' (camera1..3, an episode_seed column) or 'so101_follower': exactly what "
+                        f"lerobot-record --robot.type=so101_follower writes with two cameras (--fps {REAL_FPS}, "
+                        f"--cameras {REAL_CAMERAS}, --image-size {REAL_IMAGE_HW[0]}x{REAL_IMAGE_HW[1]}, no "
+                        "episode_seed column), to merge with real datasets; explicit flags override it "
+                        "(default: %(default)s)")
     p.add_argument("--fps", type=cli_args.positive_int, default=int(u.CONTROL_HZ),
-                   help="dataset frame rate; must divide the 10 Hz control rate (default: %(default)s)")
+                   help="control rate of the simulation = dataset frame rate, Hz, 1-500: every control step is a "
+                        "frame; the physics step stays 2 ms (30 fps: 17, 16, 17, ... physics steps per frame) "
+                        "(default: %(default)s)")
+    p.add_argument("--cameras", type=cli_args.camera_names, default=SIM_CAMERAS,
+                   help="dataset cameras NAME=CAMERA,...: observation.images.NAME from the sim camera CAMERA "
+                        "(camera_up = top view, wrist_camera, camera_side, or camera1|2|3) (default: %(default)s)")
+    p.add_argument("--image-size", type=cli_args.image_size_hw, default=u.IMAGE_SIZE,
+                   help=f"camera size in pixels: N (height = width, {MIN_VIDEO_WIDTH}-480) or HxW, e.g. 480x640 (height "
+                        f"16-480, width {MIN_VIDEO_WIDTH}-640: the video encoder needs {MIN_VIDEO_WIDTH}) (default: %(default)s)")
+    p.add_argument("--robot-type", default=None,
+                   help=f"robot_type written to meta/info.json (default: {ROBOT_TYPE!r}, the name LeRobot's "
+                        "SO101Follower reports, as lerobot-record --robot.type=so101_follower writes it; many older Hub "
+                        "datasets say so101_follower; with --resume: the dataset's)")
     p.add_argument("--port", default=None, help="--input physical: the leader arm's serial port")
     p.add_argument("--leader-id", default="so101_leader", help="--input physical: calibration id of the leader")
     p.add_argument("--calibration-dir", type=Path, default=None,
@@ -597,30 +738,61 @@ def parse_args(argv=None) -> argparse.Namespace:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--resume", action="store_true", help="append episodes to the existing dataset at --output-dir")
     g.add_argument("--overwrite", action="store_true", help="delete an existing dataset at --output-dir first")
-    p.add_argument("--image-size", type=cli_args.image_size, default=u.IMAGE_SIZE,
-                   help="camera height = width in pixels, 16-480 (default: %(default)s)")
     p.add_argument("--max-steps", type=cli_args.positive_int, default=None,
-                   help="episode length cap in 10 Hz control steps (default: the env registration's episode length "
-                        f"for scripted, {TELEOP_MAX_STEPS} for teleop)")
+                   help="episode length cap in control steps at --fps (= frames) (default: the env registration's "
+                        f"episode length in seconds for scripted, {TELEOP_MAX_STEPS // int(u.CONTROL_HZ)} s for teleop: "
+                        "150 / 600 steps at 10 fps, 450 / 1800 at 30 fps)")
     p.add_argument("--keep-failed", action="store_true", help="--input scripted: also save episodes the expert failed")
     p.add_argument("--no-viewer", action="store_true", help="teleop: no MuJoCo viewer window")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also print setup details (the OpenGL backend) and the video encoder's and LeRobot's own "
                         "progress output (quiet by default: quiet_third_party_output)")
+    p.set_defaults(**SCHEMAS[schema])
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Parse the command line (``--schema`` first: its preset is the defaults of the rest) and fill
+    in the defaults that depend on other flags (output folder, repo id, --max-steps at --fps,
+    robot_type). Bad input exits with one argparse error (status 2)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--schema", default="sim")
+    schema = pre.parse_known_args(argv)[0].schema
+    p = build_parser(schema if schema in SCHEMAS else "sim")  # an unknown one: the full parser refuses it
     args = p.parse_args(argv)
+    max_fps = round(1.0 / u.PHYSICS_TIMESTEP)
+    if args.fps > max_fps:
+        p.error(f"argument --fps: must be at most {max_fps} (one {u.PHYSICS_TIMESTEP * 1e3:g} ms physics step per "
+                f"control step; got {args.fps})")
+    h, w = u.image_hw(args.image_size)
+    if w < MIN_VIDEO_WIDTH:
+        p.error(f"argument --image-size: a recorded video must be at least {MIN_VIDEO_WIDTH} px wide (the AV1 encoder "
+                f"crashes on narrower frames), got {h}x{w}")
     if args.output_dir is None:
         args.output_dir = u.REPO_ROOT / "datasets" / f"so101_{args.input}"
     if args.repo_id is None:
         args.repo_id = f"local/{args.output_dir.resolve().name}"
     if args.max_steps is None:
-        import envs
+        from so101_sim import registration
 
-        args.max_steps = envs.MAX_EPISODE_STEPS[env_id_for(args)] if args.input == "scripted" else TELEOP_MAX_STEPS
-    try:
-        steps_per_frame(args.fps)
-    except ValueError as e:
-        p.error(str(e))
-    # the output folder, before anything is created (open_dataset checks again when it opens it)
+        args.max_steps = (registration.episode_steps(env_id_for(args), args.fps) if args.input == "scripted"
+                          else steps_at(TELEOP_MAX_STEPS, args.fps))
+    args.robot_type_given = args.robot_type is not None
+    if not args.robot_type_given:
+        args.robot_type = ROBOT_TYPE
+    elif not args.robot_type.strip():
+        p.error("argument --robot-type: must be a non-empty name, e.g. so_follower")
+    problem = output_dir_problem(args)
+    if problem:
+        p.error(f"argument --output-dir: {problem}")
+    return args
+
+
+def output_dir_problem(args) -> str | None:
+    """Why ``--output-dir`` cannot be used as asked (checked before anything is created; open_dataset
+    checks again when it opens it), or None."""
+    from so101_sim import cli_args
+
     root = Path(args.output_dir)
     problem = cli_args.output_problem(root)
     if problem is None and root.exists():
@@ -632,9 +804,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         elif any(root.iterdir()) and not is_lerobot_dataset(root):
             problem = (f"{root} is not a LeRobot dataset (no meta/info.json): "
                        + ("nothing to resume" if args.resume else "refusing to delete it") + "; choose another --output-dir")
-    if problem:
-        p.error(f"argument --output-dir: {problem}")
-    return args
+    return problem
 
 
 def main(argv=None) -> int:
@@ -643,7 +813,6 @@ def main(argv=None) -> int:
         mujoco_rendering.print_backend()
     else:
         quiet_third_party_output()
-    k = steps_per_frame(args.fps)
     source = None
     if args.input != "scripted":  # fail on a missing device before creating anything on disk
         try:
@@ -656,15 +825,15 @@ def main(argv=None) -> int:
     ds = env = rec = None
     t_start = time.perf_counter()
     try:
-        ds, _, meta = open_dataset(args, dataset_features(args.image_size))
+        ds, _, meta = open_dataset(args, features_for(args))
         rec = Recorder(ds, meta, args, stop)
         env = make_env(args, viewer)
         print(f"[record] {args.input} -> {ds.root} ({args.repo_id}), task {args.task!r}, {args.fps} fps, "
               f"{args.num_episodes} episodes", flush=True)
         if args.input == "scripted":
-            record_scripted(rec, env, k)
+            record_scripted(rec, env)
         else:
-            record_teleop(rec, env, source, k)
+            record_teleop(rec, env, source)
     except dd.DiskFullError as e:
         have = rec.saved_this_run if rec else 0
         print(f"error: {e.strerror}. Every episode saved before it is intact in {args.output_dir} "

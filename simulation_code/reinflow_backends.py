@@ -17,8 +17,8 @@ A backend answers: which policy to train (:meth:`load_policy`), what its envs ob
 
 from __future__ import annotations
 
-import checkpoint_io as ckio
-import policy_registry as pr
+from so101_sim import checkpoint_io as ckio
+from so101_sim import policy_registry as pr
 
 
 class FlowBackend:
@@ -39,7 +39,7 @@ class FlowBackend:
             checkpoint_io.CheckpointError: not a flow BC checkpoint (e.g. a ReinFlow one: continue
                 that with --resume), or unsafe / corrupt.
         """
-        from flow_policy import FlowPolicy
+        from so101_sim.flow_policy import FlowPolicy
 
         if resume is not None:
             return FlowPolicy.from_checkpoint(resume, device=self.args.device)
@@ -88,18 +88,18 @@ class VLABackend:
         Raises:
             SystemExit: the base cannot be loaded, or the resume checkpoint is not a VLA delta one.
         """
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         return rv.load_training_policy(self.args, resume)
 
     def env_kwargs(self) -> dict:
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         return rv.env_kwargs(self.args)
 
     def settings_line(self) -> str:
         """reinflow_vla.describe_settings: each per-model setting, marked where it is the default."""
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         return rv.describe_settings(self.args)
 
@@ -109,7 +109,7 @@ class VLABackend:
     def prepare_agent(self, agent, policy, resume: ckio.Checkpoint | None, is_main: bool) -> None:
         """Record the trainable groups and the base (for the delta checkpoints); recompute
         log-probs in minibatch-sized chunks (no 1024-image forward passes)."""
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         self.groups = policy.trainable_parameter_groups(self.args.trainable)
         path = self.args.policy_path or ((resume.base_policy or {}).get("path") if resume is not None else None)
@@ -123,7 +123,7 @@ class VLABackend:
 
     def policy_fields(self, policy, agent) -> dict:
         """Checkpoint fields of the policy: the trained tensors, preset and base (a delta)."""
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         return rv.checkpoint_fields(policy, self.args.trainable, self.groups, self.base_info, agent.ref_policy)
 

@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flow_matching_policy import euler_mean, euler_sample
+from so101_sim.flow_matching_policy import euler_mean, euler_sample
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -503,7 +503,7 @@ class ReinFlowAgent:
         Raises:
             RuntimeError: a noise head for another policy width, or mismatched keys.
         """
-        from checkpoint_io import strict_load_state_dict
+        from so101_sim.checkpoint_io import strict_load_state_dict
 
         if ckpt.noise_head_config["hidden_dim"] != self.noise_head.config["hidden_dim"]:
             raise RuntimeError(f"noise head: checkpoint hidden_dim {ckpt.noise_head_config['hidden_dim']} vs "

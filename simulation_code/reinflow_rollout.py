@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reinflow_engine import (ReinFlowAgent, ReinFlowConfig, RolloutData, cat_inputs, compute_gae, critic_features,
+from so101_sim.reinflow_engine import (ReinFlowAgent, ReinFlowConfig, RolloutData, cat_inputs, compute_gae, critic_features,
                              group_relative_advantages, take_inputs)
 
 

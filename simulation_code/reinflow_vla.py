@@ -39,9 +39,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import cli_args
+from so101_sim import cli_args
 import numpy as np
-import so101_mujoco_utils as u
+from so101_sim import so101_mujoco_utils as u
 import torch
 
 #: Default folder of train_reinflow.py's checkpoints (and their CSV logs, evaluation videos), all
@@ -119,8 +119,8 @@ def load_policy(model_type: str, path: str | None, *, device: str | None = "auto
         SystemExit: the adapter cannot load it (offline without weights, wrong type, ...), with
             the adapter's message (plus ``offline_hint`` when the weights are unavailable offline).
     """
-    import policy_registry as pr
-    from hub_download import PolicyUnavailableOffline
+    from so101_sim import policy_registry as pr
+    from so101_sim.hub_download import PolicyUnavailableOffline
 
     try:
         return pr.load_policy(model_type, path, device=device, frame=frame or "auto", camera_map=camera_map, task=task,
@@ -212,7 +212,7 @@ def _hub_revision(policy_dir: str) -> str | None:
 def base_policy_info(policy, path: str | None, trainable: set[str], image_size: int) -> dict:
     """What a delta checkpoint records about its base (see the module docstring)."""
     info = policy.describe() if hasattr(policy, "describe") else {}
-    import policy_registry as pr
+    from so101_sim import policy_registry as pr
 
     return {"path": str(path or pr.entry(policy.model_type).default_path), "resolved_dir": str(policy.policy_dir),
             "revision": _hub_revision(str(policy.policy_dir)), "frame": policy.frame,

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-import cli_args
-import envs
-import policy_registry as pr
-import so101_mujoco_utils as u
-import vla_frames
+from so101_sim import cli_args
+from so101_sim import envs
+from so101_sim import policy_registry as pr
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import vla_frames
 
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the episode options shared by the policy-running scripts (episodes, seed, headless,

@@ -34,16 +34,16 @@ import argparse
 import sys
 import time
 
-import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is imported)
+from so101_sim import mujoco_rendering  # noqa: F401  (chooses the GL backend before mujoco is imported)
 
 import gymnasium as gym
 
-import cli_args
-import envs  # noqa: F401  (registers the env ids)
-import eval_report
-import policy_registry as pr
-import rollout_utils as ru
-import so101_mujoco_utils as u
+from so101_sim import cli_args
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import eval_report
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -53,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ru.add_run_args(parser)
     ru.add_policy_args(parser)
     args = parser.parse_args(argv)
+    if args.model_type == "lerobot" and not args.policy_path:
+        parser.error("--model-type lerobot needs --policy-path: a LeRobot checkpoint directory "
+                     "(e.g. OUT/checkpoints/000100/pretrained_model of lerobot-train) or a Hub id")
     problem = cli_args.policy_path_problem(args.policy_path, args.model_type)
     if problem:
         parser.error(problem)
@@ -104,7 +107,12 @@ def simulate(args, env_kwargs: dict, make_policy, extra=None) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    return simulate(args, pr.entry(args.model_type).env_kwargs, lambda env: pr.make_sim_policy(args.model_type, args, env))
+    try:
+        env_kwargs = pr.sim_env_kwargs(args.model_type, args)
+    except pr.PolicySetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return simulate(args, env_kwargs, lambda env: pr.make_sim_policy(args.model_type, args, env))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-import mujoco_rendering
+from so101_sim import mujoco_rendering
 
 import numpy as np
 
-import cli_args
-import so101_mujoco_utils as u
-from so101_mujoco_utils import mujoco
+from so101_sim import cli_args
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_mujoco_utils import mujoco
 
 
 def parse_args(argv=None):

@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+from so101_sim import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
-import cli_args
-import checkpoint_io as ckio
-import envs  # noqa: F401  (registers the env ids)
-import policy_registry as pr
-import rollout_utils as ru
-import so101_mujoco_utils as u
-from run_mujoco_simulation import simulate
+from so101_sim import cli_args
+from so101_sim import checkpoint_io as ckio
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.run_mujoco_simulation import simulate
 
 #: Inferences printed with ``-v``.
 DEBUG_INFERENCES = 3
@@ -71,11 +71,11 @@ def checkpoint_policy(args, ckpt: ckio.Checkpoint) -> pr.ChunkPolicy:
 
     torch.set_num_threads(1)
     if ckpt.model_type == "flow":
-        from flow_policy import FlowPolicy
+        from so101_sim.flow_policy import FlowPolicy
 
         policy = FlowPolicy.from_checkpoint(ckpt)
     else:
-        import reinflow_vla as rv
+        from so101_sim import reinflow_vla as rv
 
         if args.quantize:
             raise pr.PolicySetupError("--quantize: ReinFlow VLA checkpoints run with float weights (the delta is float)")

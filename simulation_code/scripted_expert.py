@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import so101_mujoco_utils as u
-from so101_mujoco_utils import mujoco
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_mujoco_utils import mujoco
 
 #: Gripper targets, MuJoCo radians: open wide enough for the 2.5 cm block (pads ~60 mm apart),
 #: closed = the lower joint limit (the actuator's force limit sets the squeeze).
@@ -52,9 +52,16 @@ class ScriptedExpert:
             private ``MjData``; the simulation's own data is never touched.
         damping: DLS damping lambda (m).
         orientation_weight: weight of the orientation error against the position error (m/rad).
+        control_hz: the env's control rate (Hz; ``env.unwrapped.control_hz``). The step cap and
+            the phase step budgets above are per 10 Hz step; they are scaled so the expert moves at
+            the same joint speed (rad/s) and waits the same seconds at any rate (10 Hz: unchanged).
     """
 
-    def __init__(self, model: mujoco.MjModel, damping: float = 0.02, orientation_weight: float = 0.15):
+    def __init__(self, model: mujoco.MjModel, damping: float = 0.02, orientation_weight: float = 0.15,
+                 control_hz: float = u.CONTROL_HZ):
+        scale = float(control_hz) / u.CONTROL_HZ
+        self.max_step_rad = MAX_STEP_RAD / scale
+        self.close_steps, self.phase_timeout = round(CLOSE_STEPS * scale), round(PHASE_TIMEOUT * scale)
         self.model = model
         self.data = mujoco.MjData(model)
         self.ids = u.SceneIds.from_model(model)
@@ -153,15 +160,15 @@ class ScriptedExpert:
             if far and grasp_now[2] < CLEARANCE_HEIGHT - 0.01:  # rise first, jaws still closed
                 target = np.array([grasp_now[0], grasp_now[1], CLEARANCE_HEIGHT + 0.02])
                 grip = float(q_now[u.GRIPPER_INDEX])
-            elif np.linalg.norm(grasp_now - target) < APPROACH_TOL or self.phase_steps > PHASE_TIMEOUT:
+            elif np.linalg.norm(grasp_now - target) < APPROACH_TOL or self.phase_steps > self.phase_timeout:
                 self._enter("descend")
         elif self.phase == "descend":
             target, grip = block_pos.copy(), GRIPPER_OPEN
-            if np.linalg.norm(grasp_now - target) < DESCEND_TOL or self.phase_steps > PHASE_TIMEOUT // 2:
+            if np.linalg.norm(grasp_now - target) < DESCEND_TOL or self.phase_steps > self.phase_timeout // 2:
                 self._enter("close")
         elif self.phase == "close":
             target, grip = block_pos.copy(), GRIPPER_CLOSED
-            if self.phase_steps >= CLOSE_STEPS:
+            if self.phase_steps >= self.close_steps:
                 self._enter("lift")
         else:  # lift
             target = np.array([self.initial_block[0], self.initial_block[1], u.BLOCK_HALF_SIZE + LIFT_HEIGHT])
@@ -172,7 +179,7 @@ class ScriptedExpert:
                 self.initial_block = block_pos.copy()
         q_des = self.solve_ik_multistart(q_now, target, yaw)
         q_des[u.GRIPPER_INDEX] = grip
-        step = np.clip(q_des[:5] - q_now[:5], -MAX_STEP_RAD, MAX_STEP_RAD)
+        step = np.clip(q_des[:5] - q_now[:5], -self.max_step_rad, self.max_step_rad)
         action = q_now.copy()
         action[:5] = q_now[:5] + step
         action[u.GRIPPER_INDEX] = grip

@@ -1,6 +1,6 @@
 """SmolVLA (lerobot 0.6.1 ``SmolVLAPolicy``) behind :class:`flow_matching_policy.FlowMatchingPolicy`.
 
-    from smolvla_adapter import SmolVLAAdapter
+    from so101_sim.smolvla_adapter import SmolVLAAdapter
     policy = SmolVLAAdapter.load("lerobot/smolvla_base")           # or a local directory
     policy.reset()
     action = policy.select_action(obs)                               # (6,) MuJoCo radians
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from hub_download import ensure_hub_files
-from lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
+from so101_sim.hub_download import ensure_hub_files
+from so101_sim.lerobot_vla_adapter import LeRobotVLAAdapter, VLAPrefix
 
 #: Default VLM backbone of SmolVLAConfig (lerobot 0.6.1).
 SMOLVLM_ID = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"

@@ -8,17 +8,25 @@
 Observation (a dict, LeRobot feature names):
     ``observation.state``                 (6,) float32, joint angles, MuJoCo frame, radians
                                           (z-scored SmolVLA frame with ``smolvla_normalize=True``)
-    ``observation.images.camera1|2|3``    (H, W, 3) uint8 RGB from camera_up / wrist_camera /
-                                          camera_side (only with ``obs_mode="images"``)
+    ``observation.images.<name>``         (H, W, 3) uint8 RGB, one per entry of ``cameras``
+                                          (default ``camera1|2|3`` = camera_up / wrist_camera /
+                                          camera_side, so101_mujoco_utils.CAMERAS), H x W =
+                                          ``image_size`` (only with ``obs_mode="images"``)
     ``observation.environment_state``     (7,) float32, block position (m, world frame) and
                                           quaternion (w, x, y, z): privileged state, only with
                                           ``include_env_state=True`` (state-based policies)
 Action: (6,) absolute joint position targets, MuJoCo radians, clipped to the joint limits
 (z-scored SmolVLA-frame degrees with ``smolvla_normalize=True``). An action with NaN/inf raises
 ValueError (a policy bug, not a physics event), before anything is simulated.
-Control: 10 Hz (50 physics steps of 2 ms per env step, see so101_mujoco_utils.CONTROL_HZ).
+Control: ``control_hz`` env steps per simulated second, default 10 Hz (so101_mujoco_utils.CONTROL_HZ:
+50 physics steps of 2 ms per env step). Other rates keep the 2 ms physics step and run a whole
+number of physics steps per env step chosen so simulated time tracks the control clock exactly
+(so101_mujoco_utils.substep_schedule: 30 Hz = 17, 16, 17, ... steps, 3 env steps = 0.1 s).
 Reward: the sum of the named terms in ``info["reward_<term>"]`` (so101_mujoco_utils.REWARD_TERMS);
-``info["is_success"]`` is the success flag. Episode length comes from the registration.
+``info["is_success"]`` is the success flag. The terms are per env step (so101_mujoco_utils.
+compute_reward_terms): at 30 Hz an episode of the same duration collects about 3x the per-step
+terms, and ``approach`` is the distance decrease over one (shorter) step. Episode length (env
+steps) comes from the registration, counted at 10 Hz (registration.episode_steps scales it).
 Divergence: ``info["sim_unstable"]`` (every reset and step, False normally) turns True when MuJoCo
 flagged bad positions/velocities/accelerations/controls during the step
 (so101_mujoco_utils.step_and_check); MuJoCo has then reset the state itself, so the step returns
@@ -28,21 +36,22 @@ spawn region (so101_mujoco_utils.check_block_position, else ValueError).
 Human mode needs a display: headless, ``render_mode="human"`` raises
 ``mujoco_rendering.NoDisplayError`` (a RuntimeError) at construction, and an instance's
 ``metadata["render_modes"]`` lists only ``"rgb_array"``, so ``gymnasium``'s ``check_env`` with
-default arguments tests the modes that can work.
+default arguments tests the modes that can work. ``metadata["render_fps"]`` is the control rate.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-import mujoco_rendering
-import so101_mujoco_utils as u
-from so101_mujoco_utils import mujoco
+from so101_sim import mujoco_rendering
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_mujoco_utils import mujoco
 
 
 class SO101PickPlaceEnv(gym.Env):
@@ -51,8 +60,11 @@ class SO101PickPlaceEnv(gym.Env):
     Args:
         render_mode: None, ``"rgb_array"`` (``render()`` returns the ``render_camera`` view) or
             ``"human"`` (MuJoCo's passive viewer, needs a display; ``mjpython`` on macOS).
-        obs_mode: ``"images"`` (state + 3 cameras) or ``"state"`` (no rendering at all).
-        image_size: camera observation height = width, pixels (<= 480).
+        obs_mode: ``"images"`` (state + the ``cameras``) or ``"state"`` (no rendering at all).
+        image_size: camera observation size in pixels: an int for height = width (default 256), or
+            ``(height, width)``, e.g. ``(480, 640)`` as a real SO-101's OpenCV cameras; at most
+            480 x 640 (the offscreen buffer). Stored as ``image_hw = (h, w)``; ``image_size`` keeps
+            the int of a square size (else the (h, w) tuple).
         randomize_block: block at a random polar position on reset (else the default position).
         smolvla_normalize: observation state and actions in SmolVLA's z-scored frame.
         include_env_state: add ``observation.environment_state`` (block pose).
@@ -62,9 +74,18 @@ class SO101PickPlaceEnv(gym.Env):
         fast_render: None = automatic (fast on software GL), True/False to force.
         decimate_meshes: draw decimated visual meshes (default; physics is unchanged). False
             draws the full ~400k-triangle meshes (the benchmark's "naive" renderer).
+        control_hz: env steps per simulated second (default 10 Hz, so101_mujoco_utils.CONTROL_HZ),
+            in (0, 500]; the physics step stays 2 ms and step k runs
+            ``so101_mujoco_utils.substep_schedule(control_hz, k)`` physics steps (10 Hz: always 50).
+            Reward terms stay per env step (see the module docstring).
+        cameras: observation image name -> camera, ``{"front": "camera_up", "wrist": "wrist_camera"}``
+            gives ``observation.images.front`` / ``.wrist``; a camera is a MuJoCo camera name
+            (camera_up, wrist_camera, camera_side) or a sim key camera1|2|3. None =
+            so101_mujoco_utils.CAMERAS (camera1/2/3 = camera_up/wrist_camera/camera_side).
 
     Raises:
-        ValueError: an unknown render mode, observation mode or camera.
+        ValueError: an unknown render mode, observation mode or camera (the message lists the
+            cameras), a bad image size, or a control rate outside (0, 500] Hz.
         mujoco_rendering.NoDisplayError: ``render_mode="human"`` without a display (raised here,
             before any window: MuJoCo's failing GLFW initialisation would end the process).
     """
@@ -75,7 +96,7 @@ class SO101PickPlaceEnv(gym.Env):
         self,
         render_mode: str | None = None,
         obs_mode: str = "images",
-        image_size: int = u.IMAGE_SIZE,
+        image_size: int | tuple[int, int] = u.IMAGE_SIZE,
         randomize_block: bool = True,
         smolvla_normalize: bool = False,
         include_env_state: bool = False,
@@ -84,6 +105,8 @@ class SO101PickPlaceEnv(gym.Env):
         render_size: tuple[int, int] = (480, 640),
         fast_render: bool | None = None,
         decimate_meshes: bool = True,
+        control_hz: float = u.CONTROL_HZ,
+        cameras: Mapping[str, str] | None = None,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -91,13 +114,20 @@ class SO101PickPlaceEnv(gym.Env):
             raise ValueError(f"obs_mode must be 'images' or 'state', got {obs_mode!r}")
         if render_camera not in u.CAMERAS.values():
             raise ValueError(f"Unknown camera {render_camera!r}; available: {sorted(u.CAMERAS.values())}")
+        self.control_hz = u.check_control_hz(control_hz)
+        self.cameras = u.resolve_cameras(cameras)
+        self.image_hw = u.image_hw(image_size)
         if render_mode == "human":
             mujoco_rendering.require_display("SO101PickPlaceEnv(render_mode='human')")
-        elif not mujoco_rendering.has_display():  # this instance cannot open a window
-            self.metadata = {**type(self).metadata, "render_modes": ["rgb_array"]}
+        # an instance's own metadata: its control rate, and only the modes that can work here
+        self.metadata = {**type(self).metadata, "render_fps": int(round(self.control_hz))}
+        if render_mode != "human" and not mujoco_rendering.has_display():  # this instance cannot open a window
+            self.metadata["render_modes"] = ["rgb_array"]
         self.render_mode = render_mode
         self.obs_mode = obs_mode
-        self.image_size = int(image_size)
+        h, w = self.image_hw
+        self.image_size = h if h == w else (h, w)
+        self.image_keys = tuple(u.OBS_IMAGE_PREFIX + name for name in self.cameras)
         self.randomize_block = randomize_block
         self.smolvla_normalize = smolvla_normalize
         self.include_env_state = include_env_state
@@ -122,8 +152,8 @@ class SO101PickPlaceEnv(gym.Env):
         self.action_space = spaces.Box(self._act_low, self._act_high, dtype=np.float32)
         obs_spaces: dict[str, spaces.Space] = {u.OBS_STATE: state_space}
         if obs_mode == "images":
-            for key in u.IMAGE_KEYS:
-                obs_spaces[key] = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
+            for key in self.image_keys:
+                obs_spaces[key] = spaces.Box(0, 255, (*self.image_hw, 3), np.uint8)
         if include_env_state:
             obs_spaces[u.OBS_ENV_STATE] = spaces.Box(-np.inf, np.inf, (7,), np.float32)
         self.observation_space = spaces.Dict(obs_spaces)
@@ -161,7 +191,8 @@ class SO101PickPlaceEnv(gym.Env):
         return self._get_obs(), {"block_pos": self._initial_block_pos.copy(), "is_success": False, "sim_unstable": False}
 
     def step(self, action):
-        """Apply joint targets for one control step (0.1 s); see the class docstring for units.
+        """Apply joint targets for one control step (1 / control_hz s: 0.1 s at the default 10 Hz) of
+        :func:`so101_mujoco_utils.substep_schedule` physics steps; see the class docstring for units.
 
         ``info["sim_unstable"]`` is True when the physics diverged during the step (MuJoCo's
         BADQPOS/BADQVEL/BADQACC/BADCTRL, :func:`so101_mujoco_utils.step_and_check`): MuJoCo has
@@ -180,7 +211,7 @@ class SO101PickPlaceEnv(gym.Env):
         action = np.clip(action, self._act_low, self._act_high)
         target = u.unnormalize_action_from_smolvla(action) if self.smolvla_normalize else action
         self.data.ctrl[self.ids.actuator_ids] = u.clip_to_joint_limits(target)
-        problems = u.step_and_check(self.model, self.data, nstep=u.PHYSICS_SUBSTEPS)
+        problems = u.step_and_check(self.model, self.data, nstep=u.substep_schedule(self.control_hz, self._steps))
         self._steps += 1
         unstable = bool(problems)
 
@@ -239,10 +270,11 @@ class SO101PickPlaceEnv(gym.Env):
         return self._initial_block_pos.copy()
 
     def render_cameras(self) -> dict[str, np.ndarray]:
-        """Render the three observation cameras: ``{observation.images.cameraN: (S, S, 3) uint8}``."""
+        """Render the observation cameras (``cameras``): ``{observation.images.<name>: (H, W, 3) uint8
+        RGB}``, H x W = ``image_hw``, in the order of ``cameras``."""
         if self._obs_renderer is None:
-            self._obs_renderer = u.CameraRenderer(self.model, self.image_size, self.image_size, fast=self._fast_render)
-        return {u.OBS_IMAGE_PREFIX + key: self._obs_renderer.render(self.data, cam) for key, cam in u.CAMERAS.items()}
+            self._obs_renderer = u.CameraRenderer(self.model, *self.image_hw, fast=self._fast_render)
+        return {key: self._obs_renderer.render(self.data, cam) for key, cam in zip(self.image_keys, self.cameras.values())}
 
     def _get_obs(self) -> dict[str, np.ndarray]:
         q = self.data.qpos[self.ids.qpos_adr]

@@ -35,7 +35,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-import mujoco_rendering  # noqa: F401  (must run before the first `import mujoco`)
+from so101_sim import mujoco_rendering  # noqa: F401  (must run before the first `import mujoco`)
 
 import mujoco
 import numpy as np
@@ -85,6 +85,49 @@ PHYSICS_TIMESTEP = 0.002
 PHYSICS_SUBSTEPS = 50
 CONTROL_HZ = 1.0 / (PHYSICS_TIMESTEP * PHYSICS_SUBSTEPS)
 
+
+def check_control_hz(control_hz, dt: float = PHYSICS_TIMESTEP) -> float:
+    """``control_hz`` as a float after checking it is a finite rate in (0, 1/dt] Hz (at most one
+    physics step of ``dt`` seconds per control step: 500 Hz at the scene's 2 ms).
+
+    Raises:
+        ValueError: not a number, not finite, <= 0 or above ``1 / dt`` (the message gives the range).
+    """
+    try:
+        hz = float(control_hz)
+    except (TypeError, ValueError):
+        raise ValueError(f"control_hz must be a number of Hz, got {control_hz!r}") from None
+    if not np.isfinite(hz) or hz <= 0 or hz > 1.0 / dt * (1 + 1e-12):
+        raise ValueError(f"control_hz must be a rate in (0, {1.0 / dt:g}] Hz (at most one {dt * 1e3:g} ms physics "
+                         f"step per control step), got {control_hz!r}")
+    return hz
+
+
+def substep_schedule(control_hz: float, k: int, dt: float = PHYSICS_TIMESTEP) -> int:
+    """Physics steps of ``dt`` s to run in control step ``k`` (0 = the first step after a reset) at
+    ``control_hz``, so that simulated time tracks the control clock exactly.
+
+    ``substep_schedule(hz, k) = round((k + 1) * T / dt) - round(k * T / dt)`` with ``T = 1 / hz``:
+    after ``n`` control steps the physics has advanced ``round(n * T / dt) * dt`` seconds, never more
+    than ``dt / 2`` from ``n * T`` and exactly ``n * T`` whenever that is a whole number of physics
+    steps. At 10 Hz every step is 50 substeps (:data:`PHYSICS_SUBSTEPS`); at 30 Hz the steps are
+    17, 16, 17, 17, 16, 17, ... (16.67 on average, 3 steps = exactly 0.1 s). Rounding is half up.
+
+    Args:
+        control_hz: control rate, Hz, in (0, 1/dt] (:func:`check_control_hz`).
+        k: index of the control step since the reset, >= 0.
+        dt: physics timestep, s (default :data:`PHYSICS_TIMESTEP`, model/scene.xml).
+    Returns:
+        the number of ``mj_step`` calls, an int >= 1.
+    Raises:
+        ValueError: a bad ``control_hz`` (see :func:`check_control_hz`) or ``k`` < 0.
+    """
+    hz = check_control_hz(control_hz, dt)
+    if k < 0:
+        raise ValueError(f"control step index k must be >= 0, got {k}")
+    per_step = 1.0 / (hz * dt)  # physics steps per control step (T / dt), not necessarily whole
+    return int(np.floor((k + 1) * per_step + 0.5) - np.floor(k * per_step + 0.5))
+
 # --------------------------------------------------------------------------------------------
 # Scene facts: cameras, observation keys, block
 # --------------------------------------------------------------------------------------------
@@ -105,6 +148,57 @@ IMAGE_KEYS: tuple[str, ...] = tuple(OBS_IMAGE_PREFIX + k for k in CAMERAS)
 EPISODE_SEED = "episode_seed"
 #: Default size (height = width, pixels) of camera observations.
 IMAGE_SIZE = 256
+#: Largest camera observation, (height, width) pixels: the scene's offscreen buffer
+#: (``<global offheight offwidth>`` in model/scene.xml).
+MAX_IMAGE_HW = (480, 640)
+
+
+def resolve_cameras(cameras=None) -> dict[str, str]:
+    """Observation image names -> MuJoCo camera names, checked.
+
+    Args:
+        cameras: ``{name: camera}`` (``observation.images.<name>`` is the observation key), where each
+            camera is a MuJoCo camera name (``camera_up``, ``wrist_camera``, ``camera_side``) or a
+            sim key ``camera1|2|3`` (resolved through :data:`CAMERAS`); None = :data:`CAMERAS`.
+    Returns:
+        a new dict ``{name: MuJoCo camera name}`` in the given order.
+    Raises:
+        ValueError: no cameras, a name that is empty or contains ``/``, ``.`` or whitespace (it becomes
+            part of a LeRobot feature key and a video path), or an unknown camera (the message lists
+            the available ones).
+    """
+    if cameras is None:
+        return dict(CAMERAS)
+    out: dict[str, str] = {}
+    for name, cam in dict(cameras).items():
+        if not isinstance(name, str) or not name or any(c in name for c in "./\\") or name != "".join(name.split()):
+            raise ValueError(f"camera name {name!r} must be a non-empty word without '.', '/' or spaces "
+                             f"(it becomes the key observation.images.<name>)")
+        mj = CAMERAS.get(cam, cam)
+        if mj not in CAMERAS.values():
+            available = ", ".join([*CAMERAS.values(), *(f"{k} (= {v})" for k, v in CAMERAS.items())])
+            raise ValueError(f"Unknown camera {cam!r} for image {name!r}; available: {available}")
+        out[name] = mj
+    if not out:
+        raise ValueError("cameras must name at least one camera (or be None for the default camera1..3)")
+    return out
+
+
+def image_hw(image_size) -> tuple[int, int]:
+    """``image_size`` as ``(height, width)`` pixels: an int is a square, a pair is (height, width).
+
+    Raises:
+        ValueError: not an int or a pair of ints, a side below 1, or larger than
+            :data:`MAX_IMAGE_HW` (480 x 640, the offscreen buffer).
+    """
+    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+        raise ValueError(f"image_size must be an int (square) or (height, width) ints, got {image_size!r}")
+    h, w = int(size[0]), int(size[1])
+    if not (1 <= h <= MAX_IMAGE_HW[0] and 1 <= w <= MAX_IMAGE_HW[1]):
+        raise ValueError(f"image_size {h}x{w} (height x width) must be between 1x1 and {MAX_IMAGE_HW[0]}x"
+                         f"{MAX_IMAGE_HW[1]} pixels (the scene's offscreen buffer, model/scene.xml)")
+    return h, w
 #: Default task string for policies and recordings.
 DEFAULT_TASK = "pick up the red block"
 

@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-import so101_mujoco_utils as u
+from so101_sim import so101_mujoco_utils as u
 
 #: Episode-control events (spec: Space/Cross = toggle, R/Circle = reset, ESC/Options = quit).
 EVENT_TOGGLE = "toggle"
@@ -40,6 +40,12 @@ JOINT_SPEED_RAD_S = np.array([0.6, 0.6, 0.6, 0.8, 1.2, 2.5])
 #: slows keyboard or gamepad control and only bites on sudden jumps, e.g. a leader arm that is far
 #: from the simulated arm when recording starts).
 MAX_TARGET_STEP_RAD = 0.25
+
+
+def max_target_step_rad(control_hz: float) -> float:
+    """The safety cap per control step at ``control_hz`` (Hz): :data:`MAX_TARGET_STEP_RAD` at the
+    default 10 Hz, scaled so the cap is the same joint speed in rad/s at any rate (a third at 30 Hz)."""
+    return MAX_TARGET_STEP_RAD * u.CONTROL_HZ / float(control_hz)
 
 
 class TeleopUnavailable(RuntimeError):

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-import cli_args
-import mujoco_rendering
-import so101_mujoco_utils as u
-import teleop_common as tc
+from so101_sim import cli_args
+from so101_sim import mujoco_rendering
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
 
 DEFAULT_DEAD_ZONE = 0.1
 

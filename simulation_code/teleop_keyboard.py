@@ -35,10 +35,10 @@ import threading
 
 import numpy as np
 
-import cli_args
-import mujoco_rendering
-import so101_mujoco_utils as u
-import teleop_common as tc
+from so101_sim import cli_args
+from so101_sim import mujoco_rendering
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
 
 #: key name -> (joint index in JOINT_NAMES, direction +1/-1). Key names are lower-case characters
 #: or pynput ``Key`` names ("up", "down", "left", "right").

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-import mujoco_rendering
-import so101_mujoco_utils as u
-import teleop_common as tc
+from so101_sim import mujoco_rendering
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
 
 DEFAULT_LEADER_ID = "so101_leader"
 
@@ -92,7 +92,7 @@ def default_events():
     """Episode-control events for physical mode: the keyboard (Space/R/ESC, pynput) with a
     display, else the terminal (:class:`teleop_common.StdinEvents`)."""
     if mujoco_rendering.has_display():
-        from teleop_keyboard import KeyboardTeleop
+        from so101_sim.teleop_keyboard import KeyboardTeleop
 
         try:
             return KeyboardTeleop()
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     except tc.TeleopUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from so101_gym_env import SO101PickPlaceEnv
+    from so101_sim.so101_gym_env import SO101PickPlaceEnv
 
     env = SO101PickPlaceEnv(render_mode="human" if viewer else None, obs_mode="state", randomize_block=False,
                             terminate_on_success=False)

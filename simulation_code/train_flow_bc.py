@@ -26,18 +26,18 @@ import sys
 import time
 from pathlib import Path
 
-import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+from so101_sim import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import checkpoint_io as ckio
-import cli_args
-import demonstrations as demos
-import envs  # registers the env ids
-import flow_policy as fp
-import so101_mujoco_utils as u
+from so101_sim import checkpoint_io as ckio
+from so101_sim import cli_args
+from so101_sim import demonstrations as demos
+from so101_sim import envs  # registers the env ids
+from so101_sim import flow_policy as fp
+from so101_sim import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -153,8 +153,8 @@ def evaluate_checkpoint_policy(policy, args) -> dict:
     """Deterministic-sampler evaluation on seeds eval_seed .. eval_seed + eval_episodes - 1."""
     import gymnasium as gym
 
-    import policy_registry as pr
-    import rollout_utils as ru
+    from so101_sim import policy_registry as pr
+    from so101_sim import rollout_utils as ru
 
     seeds = [args.eval_seed + i for i in range(args.eval_episodes)]
     t0 = time.perf_counter()

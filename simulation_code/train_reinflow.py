@@ -67,26 +67,26 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 
-import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
+from so101_sim import mujoco_rendering  # noqa: F401  (GL backend before mujoco)
 
 import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
 
-import checkpoint_io as ckio
-import cli_args
-import envs  # noqa: F401  (registers the env ids)
-import parallel_envs
-import policy_registry as pr
-import reinflow_vla as rv
-import rollout_utils as ru
-import so101_mujoco_utils as u
-from distributed import Distributed, rank_seed
-from reinflow_backends import make_backend
-from reinflow_engine import ReinFlowAgent, ReinFlowConfig, ppo_update
-from reinflow_rollout import BlockCurriculum, RolloutBuffer, collect_rollout
-from so101_gym_env import check_reward_terms
+from so101_sim import checkpoint_io as ckio
+from so101_sim import cli_args
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import parallel_envs
+from so101_sim import policy_registry as pr
+from so101_sim import reinflow_vla as rv
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.distributed import Distributed, rank_seed
+from so101_sim.reinflow_backends import make_backend
+from so101_sim.reinflow_engine import ReinFlowAgent, ReinFlowConfig, ppo_update
+from so101_sim.reinflow_rollout import BlockCurriculum, RolloutBuffer, collect_rollout
+from so101_sim.so101_gym_env import check_reward_terms
 
 #: The model types this script fine-tunes, and the default (policy_registry).
 MODEL_TYPES, DEFAULT_MODEL_TYPE = pr.REINFLOW_MODEL_TYPES, pr.DEFAULT_MODEL_TYPE

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-import so101_mujoco_utils as u
-from hub_download import PolicyLoadError
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.hub_download import PolicyLoadError
 
 #: The joint frames a checkpoint can be trained in (module docstring).
 FRAMES: tuple[str, ...] = ("smolvla_absolute", "lerobot_degrees", "mujoco_radians")

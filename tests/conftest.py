@@ -1,11 +1,10 @@
-"""Test setup: offline Hugging Face, headless rendering, simulation_code/ importable.
+"""Test setup: offline Hugging Face, headless rendering.
 
-Tests run from the repository root (``make test``); the flat scripts in simulation_code/ import
-each other by module name, as they do when run from that folder.
+Tests run from the repository root (``make test``) with the repository installed (``make install``):
+they import simulation_code/ as the package ``so101_sim``, as its modules import each other.
 """
 
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,10 +16,8 @@ os.environ.setdefault("SO101_TEST_RUN_ID", str(os.getpid()))  # per-session name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIM_DIR = REPO_ROOT / "simulation_code"
-if str(SIM_DIR) not in sys.path:
-    sys.path.insert(0, str(SIM_DIR))
 
-import mujoco_rendering  # noqa: E402,F401  (sets MUJOCO_GL before anything imports mujoco)
+from so101_sim import mujoco_rendering  # noqa: E402,F401  (sets MUJOCO_GL before anything imports mujoco)
 
 
 import pytest  # noqa: E402

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-import teleop_common as tc
+from so101_sim import teleop_common as tc
 
 
 class ScheduledPerson:

@@ -7,7 +7,7 @@ import multiprocessing as mp
 import os
 import signal
 
-import parallel_envs
+from so101_sim import parallel_envs
 
 #: The real factory, taken at import: tests replace ``parallel_envs.make_env`` with the factories
 #: below (import this module before patching).

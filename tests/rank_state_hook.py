@@ -11,7 +11,7 @@ sys.path.insert(0, os.getcwd())
 
 import torch  # noqa: E402
 
-import train_reinflow  # noqa: E402
+from so101_sim import train_reinflow  # noqa: E402
 
 _finish = train_reinflow.finish
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-import analyze_predictions as ap
-import so101_mujoco_utils as u
+from so101_sim import analyze_predictions as ap
+from so101_sim import so101_mujoco_utils as u
 
 FPS = 10
 

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-import analyze_predictions
-import record_dataset
+from so101_sim import analyze_predictions
+from so101_sim import record_dataset
 
 
 

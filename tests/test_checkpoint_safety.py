@@ -18,13 +18,13 @@ import torch
 
 torch.set_num_threads(1)
 
-import analyze_predictions  # noqa: E402
-import flow_policy as fp  # noqa: E402
-import checkpoint_io as ckio
-import print_checkpoint_stats  # noqa: E402
-import run_mujoco_simulation  # noqa: E402
-import run_reinflow_inference  # noqa: E402
-import train_reinflow  # noqa: E402
+from so101_sim import analyze_predictions  # noqa: E402
+from so101_sim import flow_policy as fp  # noqa: E402
+from so101_sim import checkpoint_io as ckio
+from so101_sim import print_checkpoint_stats  # noqa: E402
+from so101_sim import run_mujoco_simulation  # noqa: E402
+from so101_sim import run_reinflow_inference  # noqa: E402
+from so101_sim import train_reinflow  # noqa: E402
 from conftest import SIM_DIR  # noqa: E402
 
 SHIPPED_BC = SIM_DIR / "checkpoints" / "flow_bc.pt"
@@ -331,7 +331,7 @@ point, marker = sys.argv[1], sys.argv[2]
 sys.argv = ["train_reinflow.py", *sys.argv[3:]]
 sys.path.insert(0, os.getcwd())
 import torch
-import checkpoint_io as ckio
+from so101_sim import checkpoint_io as ckio
 saves = [0]
 def hold():
     open(marker, "w").close()

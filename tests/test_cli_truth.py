@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-import cli_args
-import checkpoint_io as ckio
-import policy_registry as pr
-import rollout_utils as ru
-import so101_mujoco_utils as u
-import train_reinflow
+from so101_sim import cli_args
+from so101_sim import checkpoint_io as ckio
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import train_reinflow
 from conftest import REPO_ROOT, SIM_DIR
 
 SHIPPED_RL = SIM_DIR / "checkpoints" / "flow_reinflow.pt"
@@ -139,7 +139,7 @@ def _parsers(monkeypatch, capsys) -> list[tuple[str, argparse.ArgumentParser]]:
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", spy)
     out = []
     for script, prefixes in SCRIPTS.items():
-        mod = importlib.import_module(script)
+        mod = importlib.import_module(f"so101_sim.{script}")
         entry = getattr(mod, "parse_args", None) or mod.main
         for prefix in prefixes:
             seen.clear()
@@ -167,7 +167,7 @@ def test_every_default_output_is_under_outputs_and_no_tracked_file(monkeypatch, 
     assert {("train_flow_bc", "checkpoint"), ("analyze_predictions", "out")} <= set(checked)
     assert sum(1 for n, d in checked if n.startswith("train_reinflow") and d == "checkpoint") == 3
     # record_dataset computes its default after parsing: a git-ignored datasets/ folder
-    import record_dataset
+    from so101_sim import record_dataset
 
     ds = record_dataset.parse_args(["--input", "scripted"]).output_dir
     assert ds.is_relative_to(REPO_ROOT / "datasets") and ds.resolve() not in tracked
@@ -190,7 +190,7 @@ def test_every_underscore_flag_has_a_dash_spelling(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- inference defaults and errors
 def test_inference_defaults_to_the_shipped_checkpoint_and_a_missing_one_is_one_message(monkeypatch, tmp_path, capsys):
-    import run_reinflow_inference as ri
+    from so101_sim import run_reinflow_inference as ri
 
     assert Path(ri.parse_args(["--headless"]).checkpoint) == SHIPPED_RL
     monkeypatch.setitem(pr.SHIPPED_CHECKPOINTS, "reinflow", tmp_path / "gone.pt")  # as if it were not there
@@ -205,7 +205,7 @@ def test_inference_defaults_to_the_shipped_checkpoint_and_a_missing_one_is_one_m
 
 
 def test_inference_summary_records_paths_relative_to_the_repository(tmp_path):
-    import run_reinflow_inference as ri
+    from so101_sim import run_reinflow_inference as ri
 
     summary = tmp_path / "s.json"
     assert ri.main(["--episodes", "1", "--max-steps", "4", "--headless", "--summary-json", str(summary)]) == 0
@@ -219,7 +219,7 @@ def test_inference_summary_records_paths_relative_to_the_repository(tmp_path):
 # ----------------------------------------------------------------------------- videos and the report
 def test_a_video_goes_on_about_a_second_after_success_but_the_episode_does_not(tmp_path):
     import imageio.v3 as iio
-    import run_mujoco_simulation
+    from so101_sim import run_mujoco_simulation
 
     runs = {}
     for video in (True, False):
@@ -241,7 +241,7 @@ def test_a_video_goes_on_about_a_second_after_success_but_the_episode_does_not(t
 def test_report_embeds_a_small_animated_preview_of_each_episode(tmp_path):
     from PIL import Image
 
-    import run_mujoco_simulation
+    from so101_sim import run_mujoco_simulation
 
     out = tmp_path / "report"
     assert run_mujoco_simulation.main(["--model-type", "scripted", "--episodes", "2", "--seed", "0", "--headless",
@@ -272,8 +272,8 @@ def test_recording_prints_only_its_own_lines(tmp_path):
 
 
 def test_display_check_comes_before_the_scene_is_built(monkeypatch, capsys):
-    import mujoco_rendering
-    import run_mujoco_simulation
+    from so101_sim import mujoco_rendering
+    from so101_sim import run_mujoco_simulation
 
     def no_scene(*a, **k):
         raise AssertionError("the scene was built before the display check")
@@ -286,8 +286,8 @@ def test_display_check_comes_before_the_scene_is_built(monkeypatch, capsys):
 
 # ----------------------------------------------------------------------------- attributions
 def test_a_frame_or_camera_map_from_a_checkpoint_is_not_attributed_to_a_flag(monkeypatch):
-    import lerobot_vla_adapter as lva
-    import reinflow_vla as rv
+    from so101_sim import lerobot_vla_adapter as lva
+    from so101_sim import reinflow_vla as rv
 
     assert lva.resolve_frame("lerobot_degrees", {}, "x")[1] == "--frame"
     assert lva.resolve_frame("lerobot_degrees", {}, "x", source="recorded in Y")[1] == "recorded in Y"

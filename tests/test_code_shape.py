@@ -29,3 +29,17 @@ def test_the_training_main_reads_top_to_bottom_without_model_type_branches():
     branches = [f"{f.name}:{n.lineno}" for f in loop for n in ast.walk(f) if isinstance(n, ast.Compare)
                 and "model_type" in ast.unparse(n)]
     assert not branches, branches  # model-specific behaviour lives in reinflow_backends.py
+
+
+def test_modules_import_each_other_through_the_package():
+    """``import so101_mujoco_utils`` (a bare name) would load a second copy of a module next to
+    ``so101_sim.so101_mujoco_utils``: every import of a simulation_code/ module names the package."""
+    ours = {p.stem for p in SIM_DIR.glob("*.py")} | {"envs"}
+    bad = []
+    files = [*SIM_DIR.glob("*.py"), *SIM_DIR.glob("*/*.py"), *(SIM_DIR.parent / "tests").glob("*.py"), *(SIM_DIR.parent / "benchmarks").glob("*.py")]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            bad += [f"{path.relative_to(SIM_DIR.parent)}:{node.lineno} {n}" for n in names if n.split(".")[0] in ours]
+    assert not bad, "import these through the package (from so101_sim import ...):\n  " + "\n  ".join(bad)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import dataset_stats as dsx
-import so101_mujoco_utils as u
+from so101_sim import dataset_stats as dsx
+from so101_sim import so101_mujoco_utils as u
 
 NAMES = list(u.LEROBOT_MOTOR_NAMES)
 # two episodes (4 + 3 frames); joint 4 (wrist_roll) never moves; gripper closed (< 10) in 3 of 7

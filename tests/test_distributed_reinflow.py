@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import checkpoint_io as ckio
+from so101_sim import checkpoint_io as ckio
 import pytest
-import reinflow_vla as rv
+from so101_sim import reinflow_vla as rv
 import torch
 
 SIM_DIR = Path(__file__).resolve().parent.parent / "simulation_code"

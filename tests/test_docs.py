@@ -37,6 +37,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SIM = REPO / "simulation_code"
+PACKAGE = "so101_sim"  # simulation_code/ installed as this package (pyproject.toml)
 README = REPO / "README.md"
 DOCS = REPO / "docs"
 PAGES = [README, *sorted(DOCS.rglob("*.md"))]
@@ -141,6 +142,11 @@ def is_sim_module(name: str) -> bool:
     return module_file(name).exists()
 
 
+def import_name(module: str) -> str:
+    """The importable name of a simulation_code/ module (the installed package so101_sim) or a benchmark."""
+    return f"{PACKAGE}.{module}" if (SIM / f"{module}.py").exists() or (SIM / module).is_dir() else module
+
+
 @cache
 def module_tree(name: str) -> ast.Module:
     return ast.parse(module_file(name).read_text(), filename=str(module_file(name)))
@@ -154,9 +160,13 @@ def import_aliases(name: str) -> dict[str, tuple[str, str | None]]:
         if isinstance(node, ast.Import):
             for a in node.names:
                 out[a.asname or a.name.split(".")[0]] = (a.name, None)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.module == PACKAGE:  # from so101_sim import m [as x]
             for a in node.names:
-                out[a.asname or a.name] = (node.module, a.name)
+                out[a.asname or a.name] = (a.name, None)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            module = node.module.removeprefix(PACKAGE + ".")  # from so101_sim.m import y: module m
+            for a in node.names:
+                out[a.asname or a.name] = (module, a.name)
     return out
 
 
@@ -240,7 +250,7 @@ def static_value(module: str, name: str):
     except Exception as e:  # noqa: BLE001  (computed at import time: import the module)
         if DEBUG_IMPORTS:
             print(f"test_docs: importing {module} for {name}: {e!r}")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(import_name(module)), name)
 
 
 def code_value(ref: str):
@@ -483,8 +493,8 @@ def test_camera_table():
 
 
 def test_env_id_table():
-    steps = code_value("envs.MAX_EPISODE_STEPS")
-    kwargs = code_value("envs._KWARGS")
+    steps = code_value("registration.MAX_EPISODE_STEPS")
+    kwargs = code_value("registration.ENV_KWARGS")
     hz = code_value("so101_mujoco_utils.CONTROL_HZ")
     for page, rows in named_table(["id", "block", "render_mode", "max_episode_steps"]):
         assert sorted(only_ticked(r[0]) for r in rows) == sorted(steps), rel(page)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-import so101_mujoco_utils as u
-from so101_gym_env import SO101PickPlaceEnv
+from so101_sim import envs
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_gym_env import SO101PickPlaceEnv
 
 
 @pytest.mark.parametrize("env_id", list(envs.MAX_EPISODE_STEPS))
@@ -100,7 +100,7 @@ def test_reward_is_the_sum_of_named_terms_and_terms_match_their_definitions():
 
 
 def test_reward_terms_wrapper_sums_only_the_chosen_terms_and_rejects_unknown_names():
-    from so101_gym_env import RewardTermsWrapper
+    from so101_sim.so101_gym_env import RewardTermsWrapper
 
     full = gym.make("SO101PickPlace-v0", obs_mode="state")
     part = RewardTermsWrapper(gym.make("SO101PickPlace-v0", obs_mode="state"), ("distance", "success"))
@@ -121,7 +121,7 @@ def test_reward_terms_wrapper_sums_only_the_chosen_terms_and_rejects_unknown_nam
 
 
 def test_repeat_block_wrapper_starts_groups_of_episodes_from_the_same_block_position():
-    from so101_gym_env import RepeatBlockWrapper
+    from so101_sim.so101_gym_env import RepeatBlockWrapper
 
     env = RepeatBlockWrapper(gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True), 3)
     key = u.OBS_ENV_STATE
@@ -164,7 +164,7 @@ def test_block_polar_inverts_the_placement_and_bins_follow_the_edges():
 
 
 def test_block_curriculum_wrapper_places_blocks_in_the_weighted_bins_reproducibly():
-    from so101_gym_env import BlockCurriculumWrapper
+    from so101_sim.so101_gym_env import BlockCurriculumWrapper
 
     def make():
         return BlockCurriculumWrapper(gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True), 4, 3)
@@ -204,7 +204,7 @@ def test_block_curriculum_wrapper_places_blocks_in_the_weighted_bins_reproducibl
 
 
 def test_block_curriculum_weights_favour_the_bins_with_lower_success():
-    from reinflow_rollout import BlockCurriculum
+    from so101_sim.reinflow_rollout import BlockCurriculum
 
     cur = BlockCurriculum((1, 3), uniform=0.4, decay=0.5)
     np.testing.assert_allclose(cur.weights(), np.full(3, 1 / 3))  # no episodes yet: uniform
@@ -270,3 +270,92 @@ def test_smolvla_normalized_mode_round_trips_state_and_actions():
     target[0] = 0.3
     env.step(u.normalize_action_for_smolvla(target).astype(np.float32))
     np.testing.assert_allclose(env.data.ctrl[env.ids.actuator_ids], target, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- control rate, cameras, image size
+def test_30hz_substeps_track_the_control_clock_and_10hz_is_unchanged():
+    dt = u.PHYSICS_TIMESTEP
+    assert [u.substep_schedule(30, k) for k in range(6)] == [17, 16, 17, 17, 16, 17]
+    assert all(u.substep_schedule(10, k) == u.PHYSICS_SUBSTEPS == 50 for k in range(2000))
+    env = SO101PickPlaceEnv(obs_mode="state", control_hz=30)
+    assert env.metadata["render_fps"] == 30 and SO101PickPlaceEnv.metadata["render_fps"] == 10
+    env.reset(seed=0)
+    t0, hold = env.data.time, u.home_pose_rad().astype(np.float32)
+    for k in range(1, 91):
+        env.step(hold)
+        assert abs((env.data.time - t0) - k / 30) <= dt / 2 + 1e-9, k  # never more than half a physics step off
+        if k % 3 == 0:
+            assert env.data.time - t0 == pytest.approx(k / 30, abs=1e-9)  # 3 steps = exactly 0.1 s
+    assert env.data.time - t0 == pytest.approx(3.0, abs=1e-9)
+    # 10 Hz: one env step is exactly mj_step x 50 from the same state (bit-identical)
+    env10 = SO101PickPlaceEnv(obs_mode="state")
+    assert env10.control_hz == 10 and env10.metadata["render_fps"] == 10
+    env10.reset(seed=2)
+    twin = mujoco_copy(env10)
+    target = u.clip_to_joint_limits(u.home_pose_rad() + 0.2).astype(np.float32)
+    twin.ctrl[env10.ids.actuator_ids] = u.clip_to_joint_limits(np.asarray(target, np.float64))
+    u.mujoco.mj_step(env10.model, twin, nstep=50)
+    env10.step(target)
+    np.testing.assert_array_equal(env10.data.qpos, twin.qpos)
+    assert env10.data.time == twin.time
+
+
+def mujoco_copy(env):
+    data = u.mujoco.MjData(env.model)
+    u.mujoco.mj_copyData(data, env.model, env.data)
+    return data
+
+
+def test_30hz_env_passes_check_env_with_non_square_custom_cameras():
+    env = SO101PickPlaceEnv(control_hz=30, image_size=(32, 48), cameras={"front": "camera_up", "wrist": "wrist_camera"})
+    check_env(env, skip_render_check=True)
+    env.close()
+
+
+@pytest.mark.parametrize("bad", [0, -10, 501, float("nan"), float("inf"), "fast"])
+def test_bad_control_rates_are_refused(bad):
+    with pytest.raises(ValueError, match="control_hz"):
+        SO101PickPlaceEnv(obs_mode="state", control_hz=bad)
+    with pytest.raises(ValueError, match="control_hz"):
+        u.substep_schedule(bad, 0)
+    assert u.substep_schedule(500, 7) == 1  # one physics step per control step is the limit
+
+
+def test_non_square_images_and_the_image_size_attribute():
+    env = SO101PickPlaceEnv(image_size=(48, 64))
+    obs, _ = env.reset(seed=3)
+    assert env.image_hw == (48, 64) and env.image_size == (48, 64)
+    for key in u.IMAGE_KEYS:
+        assert obs[key].shape == (48, 64, 3) and obs[key].dtype == np.uint8 and obs[key].std() > 5
+        assert env.observation_space[key].shape == (48, 64, 3)
+    env.close()
+    square = SO101PickPlaceEnv(obs_mode="state", image_size=40)
+    assert square.image_size == 40 and square.image_hw == (40, 40)
+    # the largest image is the scene's offscreen buffer
+    assert (square.model.vis.global_.offheight, square.model.vis.global_.offwidth) == u.MAX_IMAGE_HW == (480, 640)
+    for bad in ((481, 640), (480, 641), (0, 10), (10, 20, 3), 12.5, "big"):
+        with pytest.raises(ValueError, match="image_size"):
+            SO101PickPlaceEnv(obs_mode="state", image_size=bad)
+
+
+def test_custom_camera_names_render_the_named_cameras():
+    named = SO101PickPlaceEnv(image_size=32, cameras={"front": "camera_up", "wrist": "camera2"})
+    default = SO101PickPlaceEnv(image_size=32)
+    obs, _ = named.reset(seed=5)
+    ref, _ = default.reset(seed=5)
+    assert set(obs) == {u.OBS_STATE, "observation.images.front", "observation.images.wrist"}
+    assert named.cameras == {"front": "camera_up", "wrist": "wrist_camera"}
+    assert named.image_keys == ("observation.images.front", "observation.images.wrist")
+    np.testing.assert_array_equal(obs["observation.images.front"], ref["observation.images.camera1"])  # camera_up
+    np.testing.assert_array_equal(obs["observation.images.wrist"], ref["observation.images.camera2"])  # wrist_camera
+    assert set(named.render_cameras()) == set(named.image_keys)
+    named.close()
+    default.close()
+
+
+def test_unknown_or_badly_named_cameras_raise():
+    with pytest.raises(ValueError, match=r"Unknown camera 'nope'.*camera_up.*wrist_camera.*camera_side"):
+        SO101PickPlaceEnv(obs_mode="state", cameras={"front": "nope"})
+    for bad in ({}, {"a.b": "camera_up"}, {"": "camera_up"}, {"a b": "camera_up"}):
+        with pytest.raises(ValueError, match="camera"):
+            SO101PickPlaceEnv(obs_mode="state", cameras=bad)

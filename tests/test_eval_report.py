@@ -5,8 +5,8 @@ import re
 
 import numpy as np
 
-import rollout_utils as ru
-import run_mujoco_simulation
+from so101_sim import rollout_utils as ru
+from so101_sim import run_mujoco_simulation
 
 
 def test_wilson_interval_matches_the_formula_and_brackets_the_rate():
@@ -44,7 +44,7 @@ def test_report_page_figures_and_links(tmp_path):
 
 
 def test_reinflow_inference_writes_the_same_report(tmp_path):
-    import run_reinflow_inference
+    from so101_sim import run_reinflow_inference
     from conftest import SIM_DIR
 
     out = tmp_path / "rep"

@@ -4,9 +4,9 @@ in benchmarks/bench_expert.py)."""
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401
-import so101_mujoco_utils as u
-from scripted_expert import ScriptedExpert
+from so101_sim import envs  # noqa: F401
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.scripted_expert import ScriptedExpert
 
 
 def test_expert_succeeds_on_most_seeded_random_episodes():

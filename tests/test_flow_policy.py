@@ -7,9 +7,9 @@ import torch
 
 torch.set_num_threads(1)
 
-import flow_policy as fp  # noqa: E402
-import demonstrations as demos
-import so101_mujoco_utils as u  # noqa: E402
+from so101_sim import flow_policy as fp  # noqa: E402
+from so101_sim import demonstrations as demos
+from so101_sim import so101_mujoco_utils as u  # noqa: E402
 
 
 def _obs(b, seed=0):
@@ -72,7 +72,7 @@ def test_prepare_batch_requires_environment_state():
 
 
 def test_recorded_dataset_loader_replays_block_pose(tmp_path):
-    import record_dataset
+    from so101_sim import record_dataset
 
     root = tmp_path / "demos"
     assert record_dataset.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1",

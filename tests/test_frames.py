@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-import so101_mujoco_utils as u
-from so101_mujoco_utils import mujoco
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_mujoco_utils import mujoco
 
 RNG = np.random.default_rng(0)
 

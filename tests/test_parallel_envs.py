@@ -10,7 +10,7 @@ import time
 from functools import partial
 
 import numpy as np
-import parallel_envs as pe
+from so101_sim import parallel_envs as pe
 import pytest
 
 KW = {"obs_mode": "images", "image_size": 32, "include_env_state": True, "max_episode_steps": 3}

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import checkpoint_io as ckio
-import envs  # noqa: F401  (registers the env ids)
-import policy_registry as pr
-import rollout_utils as ru
-import run_reinflow_inference
-import so101_mujoco_utils as u
-import train_reinflow
+from so101_sim import checkpoint_io as ckio
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import run_reinflow_inference
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import train_reinflow
 
 SHIPPED_RL = pr.SHIPPED_CHECKPOINTS["reinflow"]
 
@@ -23,8 +23,9 @@ def test_the_registry_is_the_one_table_of_model_types():
     assert pr.MODEL_TYPES == tuple(pr.POLICIES) and pr.DEFAULT_MODEL_TYPE in pr.MODEL_TYPES
     assert set(pr.VLA_MODEL_TYPES) == {"smolvla", "pi0"} and set(pr.REINFLOW_MODEL_TYPES) == {"smolvla", "pi0", "flow"}
     assert train_reinflow.MODEL_TYPES == pr.REINFLOW_MODEL_TYPES and ckio.CHECKPOINT_MODEL_TYPES == pr.REINFLOW_MODEL_TYPES
-    for name, e in pr.POLICIES.items():  # every entry names what it observes and how it loads
-        assert e.env_kwargs["obs_mode"] in ("state", "images") and (e.loader is None) == (name == "scripted")
+    for name, e in pr.POLICIES.items():  # every entry names what it observes (lerobot: its checkpoint does) and how it loads
+        assert (e.env_kwargs == {} if name == "lerobot" else e.env_kwargs["obs_mode"] in ("state", "images"))
+        assert (e.loader is None) == (name == "scripted")
     assert [k for k, e in pr.POLICIES.items() if e.privileged] == ["flow", "scripted"]
     with pytest.raises(ValueError, match="unknown --model-type 'act'"):
         pr.entry("act")
@@ -61,7 +62,7 @@ def test_a_chunk_policy_acts_on_the_observation_only_and_is_seeded_by_the_episod
 
 
 def test_policy_only_export_runs_like_the_full_checkpoint(tmp_path, capsys):
-    import print_checkpoint_stats
+    from so101_sim import print_checkpoint_stats
 
     out = tmp_path / "policy.pt"
     assert print_checkpoint_stats.main(["--checkpoint", str(SHIPPED_RL), "--export-policy", str(out)]) == 0

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-import record_dataset as rd
-import so101_mujoco_utils as u
+from so101_sim import record_dataset as rd
+from so101_sim import so101_mujoco_utils as u
 
 REPO_ID = "local/test_so101_record"
 IMG = 64
@@ -47,7 +47,7 @@ def test_reload_counts_features_task(recorded):
     assert ds.num_episodes == 2
     assert ds.num_frames == sum(e["frames"] for e in meta["episodes"]) > 20
     assert all(e["success"] for e in meta["episodes"]) and [e["seed"] for e in meta["episodes"]] == [0, 1]
-    assert ds.meta.robot_type == "so101_follower" and ds.fps == 10
+    assert ds.meta.robot_type == rd.ROBOT_TYPE == "so_follower" and ds.fps == 10
     for key in (u.OBS_STATE, "action"):
         ft = ds.meta.features[key]
         assert ft["dtype"] == "float32" and tuple(ft["shape"]) == (6,)
@@ -60,8 +60,10 @@ def test_reload_counts_features_task(recorded):
     item = ds[ds.num_frames - 1]
     assert item["task"] == u.DEFAULT_TASK
     assert item[u.OBS_STATE].shape == (6,) and item["action"].shape == (6,)
-    # the convention is recorded with the data
+    # the convention, the cameras and the control rate are recorded with the data
     assert "degrees" in meta["units"][u.OBS_STATE] and "0..100" in meta["units"][u.OBS_STATE]
+    assert meta["camera_map"] == u.CAMERAS and meta["control_hz"] == meta["fps"] == 10 and meta["steps_per_frame"] == 1
+    assert meta["image_size"] == IMG and meta["image_hw"] == [IMG, IMG] and meta["robot_type"] == "so_follower"
     card = (recorded / "README.md").read_text()
     assert "degrees" in card and "lerobot-train" in card
 
@@ -71,7 +73,7 @@ def test_state_action_round_trip_to_sim_and_video_decodes(recorded):
     every stored state within 1e-4 rad; decoded video frames show the right camera."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    from so101_sim import envs  # noqa: F401
 
     meta = json.loads((recorded / rd.RECORDING_META).read_text())
     ds = load(recorded)
@@ -126,6 +128,15 @@ def test_refuses_to_overwrite_and_resumes(recorded, tmp_path, capsys):
     with pytest.raises(SystemExit, match="--image-size 64"):
         rd.main(["--input", "scripted", "--output_dir", str(copy), "--num_episodes", "1", "--image-size", "32",
                  "--repo-id", REPO_ID, "--resume"])
+    # ... and so are other cameras, another fps and an explicit other robot_type
+    resume = ["--input", "scripted", "--output_dir", str(copy), "--num_episodes", "1", "--image-size", str(IMG),
+              "--repo-id", REPO_ID, "--resume"]
+    with pytest.raises(SystemExit, match="pass --cameras camera1=camera_up,camera2=wrist_camera,camera3=camera_side"):
+        rd.main(resume + ["--cameras", "front=camera_up,wrist=wrist_camera"])
+    with pytest.raises(SystemExit, match="recorded at 10 fps, this run asks for 30; pass --fps 10"):
+        rd.main(resume + ["--fps", "30"])
+    with pytest.raises(SystemExit, match="pass --robot-type so_follower"):
+        rd.main(resume + ["--robot-type", "so101_follower"])
     # --resume appends, with the next seed
     assert rd.main(["--input", "scripted", "--output_dir", str(copy), "--num_episodes", "1", "--image-size", str(IMG),
                     "--repo-id", REPO_ID, "--resume"]) == 0
@@ -137,25 +148,74 @@ def test_refuses_to_overwrite_and_resumes(recorded, tmp_path, capsys):
     ds[ds.num_frames - 1]  # last frame of the appended episode decodes
 
 
-def test_fps_must_divide_control_rate():
-    assert rd.steps_per_frame(10) == 1 and rd.steps_per_frame(5) == 2 and rd.steps_per_frame(1) == 10
-    for bad in (3, 30, 0):
-        with pytest.raises(ValueError, match="divide"):
-            rd.steps_per_frame(bad)
-    with pytest.raises(SystemExit):
-        rd.parse_args(["--input", "scripted", "--output_dir", "x", "--fps", "30"])
+def test_fps_is_the_control_rate_and_episode_caps_keep_their_seconds(capsys):
+    base = ["--input", "scripted", "--output_dir", "x"]
+    assert rd.parse_args(base).max_steps == 150 and rd.parse_args(base + ["--fps", "30"]).max_steps == 450
+    teleop = ["--input", "keyboard", "--output_dir", "x"]
+    assert rd.parse_args(teleop).max_steps == rd.TELEOP_MAX_STEPS == 600
+    assert rd.parse_args(teleop + ["--fps", "30"]).max_steps == 1800
+    assert rd.parse_args(base + ["--fps", "30", "--max-steps", "7"]).max_steps == 7  # explicit: frames at --fps
+    assert rd.parse_args(base + ["--fps", "500"]).fps == 500
+    for bad, message in ((["--fps", "501"], "argument --fps: must be at most 500"),
+                         (["--fps", "0"], "argument --fps: must be an integer >= 1"),
+                         (["--image-size", "480x641"], "argument --image-size: must be an integer in [16, 480]"),
+                         (["--image-size", "64x"], "or HxW with H in [16, 480] and W in [16, 640]"),
+                         (["--image-size", "64x24"], f"at least {rd.MIN_VIDEO_WIDTH} px wide"),
+                         (["--cameras", "front=nope"], "Unknown camera 'nope'"),
+                         (["--cameras", "front"], "must look like <name>=<camera>"),
+                         (["--cameras", "a=camera1,a=camera2"], "given twice"),
+                         (["--schema", "real"], "argument --schema: invalid choice"),
+                         (["--robot-type", " "], "argument --robot-type: must be a non-empty name")):
+        with pytest.raises(SystemExit) as exc:
+            rd.parse_args(base + bad)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, (bad, err)
 
 
-def test_lower_fps_records_every_kth_step(tmp_path):
+def test_camera_and_image_size_flags_parse():
+    from so101_sim import cli_args
+
+    assert cli_args.camera_names(rd.SIM_CAMERAS) == u.CAMERAS  # the default --cameras is the sim's camera1..3
+    assert cli_args.camera_names(rd.REAL_CAMERAS) == {"front": "camera_up", "wrist": "wrist_camera"}
+    assert cli_args.camera_names(" top = camera3 , w=camera2") == {"top": "camera_side", "w": "wrist_camera"}
+    assert cli_args.image_size_hw("256") == 256 and cli_args.image_size_hw("480x640") == (480, 640)
+    assert cli_args.image_size_hw("16X16") == (16, 16)
+    args = rd.parse_args(["--input", "scripted", "--output_dir", "x", "--cameras", "top=camera_up", "--image-size",
+                          "32x48"])
+    assert args.cameras == {"top": "camera_up"} and args.image_size == (32, 48)
+    assert rd.features_for(args)["observation.images.top"]["shape"] == (32, 48, 3)
+    assert set(rd.features_for(args)) == {u.OBS_STATE, "action", u.EPISODE_SEED, "observation.images.top"}
+
+
+def test_another_fps_records_every_control_step_at_that_rate(tmp_path):
+    """--fps 5 with two renamed, non-square cameras: the env runs at 5 Hz (100 physics steps a
+    frame) and every step is a frame; replaying the stored actions in a 5 Hz env reproduces the
+    stored states, and the videos have the asked size."""
+    import gymnasium as gym
+
+    from so101_sim import envs  # noqa: F401
+
     root = tmp_path / "fps5"
-    assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "32",
-                    "--repo-id", REPO_ID, "--fps", "5"]) == 0
+    assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "32x48",
+                    "--repo-id", REPO_ID, "--fps", "5", "--cameras", "top=camera_up,side=camera3", "--seed", "0"]) == 0
     ds = load(root)
     meta = json.loads((root / rd.RECORDING_META).read_text())
-    assert ds.fps == 5 and meta["steps_per_frame"] == 2 and meta["control_hz"] == 10
-    assert ds.num_frames == meta["episodes"][0]["frames"]
-    # seed 0 at 10 fps takes ~33 frames; at 5 fps about half as many
-    assert 10 <= ds.num_frames <= 25
+    assert ds.fps == 5 and meta["control_hz"] == 5 and meta["steps_per_frame"] == 1
+    assert meta["camera_map"] == {"top": "camera_up", "side": "camera_side"} and meta["image_hw"] == [32, 48]
+    assert sorted(ds.meta.video_keys) == ["observation.images.side", "observation.images.top"]
+    assert ds.num_frames == meta["episodes"][0]["frames"] and meta["episodes"][0]["success"]
+    assert tuple(ds[0]["observation.images.top"].shape) == (3, 32, 48)
+    state, action, _ = columns(ds)
+    env = gym.make("SO101PickPlace-v0", obs_mode="state", control_hz=5, terminate_on_success=False,
+                   max_episode_steps=10**9)
+    env.reset(seed=0)
+    for i in range(ds.num_frames):
+        np.testing.assert_allclose(rd.from_dataset_units(state[i]), env.unwrapped.joint_positions, atol=1e-4, err_msg=str(i))
+        env.step(rd.from_dataset_units(action[i]))
+    env.close()
+    # seed 0 takes ~33 frames at 10 fps; at 5 fps the expert (a fixed step per frame) needs fewer frames
+    # but more simulated time, and keeps recording 0.5 s (2 frames) after the success
+    assert 10 <= ds.num_frames <= 40
     assert rd.parse_args(["--input", "scripted"]).output_dir == u.REPO_ROOT / "datasets" / "so101_scripted"
 
 
@@ -169,7 +229,7 @@ def test_executable_action_is_what_the_dataset_stores():
 
 def test_crash_mid_episode_keeps_earlier_episodes(tmp_path, monkeypatch):
     """An exception inside episode 1 propagates, and episode 0 stays saved and loadable."""
-    import scripted_expert
+    from so101_sim import scripted_expert
 
     calls = {"n": 0}
     original = scripted_expert.ScriptedExpert.act_in_env
@@ -195,14 +255,14 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
     reset (discarded), quit. Only the stopped episode is in the dataset."""
     import gymnasium as gym
 
-    import envs  # noqa: F401
-    import teleop_common as tc
+    from so101_sim import envs  # noqa: F401
+    from so101_sim import teleop_common as tc
 
     from fake_teleop import ScheduledPerson
 
     args = rd.parse_args(["--input", "keyboard", "--output_dir", str(tmp_path / "teleop"), "--image-size", "32",
                           "--num_episodes", "5", "--repo-id", REPO_ID])
-    ds, created, meta = rd.open_dataset(args, rd.dataset_features(args.image_size))
+    ds, created, meta = rd.open_dataset(args, rd.features_for(args))
     stop = rd.GracefulStop()
     rec = rd.Recorder(ds, meta, args, stop)
     env = gym.make("SO101PickPlace-v0", obs_mode="images", image_size=32, terminate_on_success=False,
@@ -211,7 +271,7 @@ def test_teleop_loop_toggle_reset_quit(tmp_path):
     person = ScheduledPerson({0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE], 7: [tc.EVENT_TOGGLE], 10: [tc.EVENT_RESET],
                               11: [tc.EVENT_TOGGLE, tc.EVENT_TOGGLE], 12: [tc.EVENT_QUIT]})
     try:
-        rd.record_teleop(rec, env, person, k=1, realtime=False)
+        rd.record_teleop(rec, env, person, realtime=False)
     finally:
         rec.discard("test end")
         ds.close()

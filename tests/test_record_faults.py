@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import durable_dataset as dd
-import record_dataset as rd
-import so101_mujoco_utils as u
+from so101_sim import durable_dataset as dd
+from so101_sim import record_dataset as rd
+from so101_sim import so101_mujoco_utils as u
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SIM_DIR = REPO_ROOT / "simulation_code"
@@ -99,7 +99,8 @@ def test_sigkill_keeps_every_announced_episode_and_resume_appends(tmp_path):
 TELEOP_SCRIPT = """
 import sys
 sys.path[:0] = [{sim!r}, {tests!r}]
-import record_dataset as rd, teleop_common as tc
+from so101_sim import record_dataset as rd
+from so101_sim import teleop_common as tc
 from fake_teleop import ScheduledPerson
 rd.make_source = lambda args: ScheduledPerson({{0: [tc.EVENT_TOGGLE], 6: [tc.EVENT_TOGGLE]}}, period=7)
 sys.exit(rd.main(["--input", "keyboard", "--no-viewer", "--output_dir", {root!r}, "--num_episodes", "50",
@@ -243,7 +244,7 @@ def test_is_disk_full_follows_the_cause_chain():
 def test_seeds_survive_lerobot_dataset_tools(tmp_path):
     """LeRobot's delete_episodes drops our meta/ sidecar; the episode_seed column survives, and the
     flow BC loader still replays the block pose from it."""
-    import demonstrations
+    from so101_sim import demonstrations
     from lerobot.datasets.dataset_tools import delete_episodes
 
     root = tmp_path / "three"
@@ -258,7 +259,7 @@ def test_seeds_survive_lerobot_dataset_tools(tmp_path):
     # block pose at each episode's first frame == the env's block pose for seeds 7 and 9
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    from so101_sim import envs  # noqa: F401
 
     env = gym.make("SO101PickPlace-v0", obs_mode="state", include_env_state=True)
     try:

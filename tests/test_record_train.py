@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import record_dataset as rd
+from so101_sim import record_dataset as rd
 
 REPO_ID = "local/test_so101_train"
 
@@ -18,7 +18,7 @@ def lerobot_train_command() -> list[str]:
 
 
 def test_lerobot_train_runs_on_recorded_dataset(tmp_path):
-    from make_tiny_policies import build_tiny_smolvlm  # issue #3's tiny SmolVLM folder (config + tokenizer)
+    from so101_sim.make_tiny_policies import build_tiny_smolvlm  # issue #3's tiny SmolVLM folder (config + tokenizer)
 
     data = tmp_path / "so101_train"
     assert rd.main(["--input", "scripted", "--output_dir", str(data), "--num_episodes", "2", "--image-size", "64",

@@ -9,8 +9,8 @@ import torch
 
 torch.set_num_threads(1)
 
-import flow_policy as fp  # noqa: E402
-from reinflow_engine import (  # noqa: E402
+from so101_sim import flow_policy as fp  # noqa: E402
+from so101_sim.reinflow_engine import (  # noqa: E402
     NoiseHead, ReinFlowConfig, chain_log_prob, clipped_surrogate, compute_gae, gaussian_log_density, noise_mask,
     sample_chain,
 )
@@ -163,7 +163,7 @@ def test_chain_log_prob_equals_independent_derivation(scale):
 
 
 def test_group_relative_advantages_hand_worked():
-    from reinflow_engine import group_relative_advantages
+    from so101_sim.reinflow_engine import group_relative_advantages
 
     groups = np.array([0, 0, 1, 1, 1, 2])
     returns = np.array([3.0, 1.0, 5.0, 2.0, 2.0, 7.0])
@@ -176,7 +176,7 @@ def test_ratio_check_holds_for_chains_sampled_one_by_one_and_recomputed_in_a_bat
     """Rollouts sample one env at a time, PPO recomputes hundreds at once; the agent runs the flow
     policy in float64 so the two agree within the 1e-5 the ratio check demands, for every K
     (float32 BLAS results depend on the batch size at ~1e-5, enough to break K = 1)."""
-    from reinflow_engine import ReinFlowAgent, RolloutData, check_ratio_is_one, critic_features
+    from so101_sim.reinflow_engine import ReinFlowAgent, RolloutData, check_ratio_is_one, critic_features
 
     torch.manual_seed(0)
     cfg = fp.FlowPolicyConfig(chunk_size=8, n_action_steps=4, hidden_dim=256, depth=3)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import envs  # noqa: F401  (registers the env ids)
-import so101_mujoco_utils as u
-from reinflow_engine import ChainSample, ReinFlowConfig, compute_gae
-from reinflow_rollout import RolloutBuffer
-from so101_gym_env import ChunkActionWrapper
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.reinflow_engine import ChainSample, ReinFlowConfig, compute_gae
+from so101_sim.reinflow_rollout import RolloutBuffer
+from so101_sim.so101_gym_env import ChunkActionWrapper
 
 
 def test_chunk_wrapper_executes_the_chunk_sums_rewards_and_stops_at_the_episode_end():

@@ -11,8 +11,8 @@ from torch import nn
 
 torch.set_num_threads(1)
 
-from reinflow_engine import ReinFlowAgent, ReinFlowConfig, RolloutData, critic_features, ppo_update, sample_chain  # noqa: E402
-from flow_matching_policy import FlowMatchingPolicy  # noqa: E402
+from so101_sim.reinflow_engine import ReinFlowAgent, ReinFlowConfig, RolloutData, critic_features, ppo_update, sample_chain  # noqa: E402
+from so101_sim.flow_matching_policy import FlowMatchingPolicy  # noqa: E402
 
 
 class ToyFlow(FlowMatchingPolicy):

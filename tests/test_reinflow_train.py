@@ -9,12 +9,12 @@ import torch
 
 torch.set_num_threads(1)
 
-import flow_policy as fp  # noqa: E402
-import checkpoint_io as ckio
-import print_checkpoint_stats  # noqa: E402
-import run_reinflow_inference  # noqa: E402
-import train_flow_bc  # noqa: E402
-import train_reinflow  # noqa: E402
+from so101_sim import flow_policy as fp  # noqa: E402
+from so101_sim import checkpoint_io as ckio
+from so101_sim import print_checkpoint_stats  # noqa: E402
+from so101_sim import run_reinflow_inference  # noqa: E402
+from so101_sim import train_flow_bc  # noqa: E402
+from so101_sim import train_reinflow  # noqa: E402
 
 TINY_RL = ["--model-type", "flow", "--rollout-steps", "12", "--max-episode-steps", "10", "--eval-every", "1",
            "--eval-episodes", "1", "--batch-size", "4", "--epochs", "2", "--critic-warmup-iters", "1", "--quiet",
@@ -70,7 +70,7 @@ def test_train_parallel_envs_and_resume_is_exact(bc_ckpt, tmp_path):
 
 def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, tmp_path):
     import numpy as np
-    from reinflow_rollout import BlockCurriculum
+    from so101_sim.reinflow_rollout import BlockCurriculum
 
     cur = ["--block-curriculum", "--curriculum-bins", "2", "2", "--curriculum-uniform", "0.2",
            "--reward-terms", "success,height"]
@@ -99,7 +99,7 @@ def test_block_curriculum_training_reweights_bins_and_resumes_exactly(bc_ckpt, t
 
 
 def test_bc_source_is_relative_to_the_repository_root_inside_it(tmp_path):
-    import so101_mujoco_utils as u
+    from so101_sim import so101_mujoco_utils as u
 
     inside = u.REPO_ROOT / "simulation_code" / "checkpoints" / "flow_bc.pt"
     assert ckio.portable_source(inside) == "simulation_code/checkpoints/flow_bc.pt"
@@ -183,7 +183,7 @@ def test_flow_training_survives_a_killed_env_worker(bc_ckpt, tmp_path, monkeypat
     path used to die with a bare EOFError from gymnasium's AsyncVectorEnv)."""
     from functools import partial
 
-    import parallel_envs
+    from so101_sim import parallel_envs
     from fault_envs import killed_env
 
     marker = tmp_path / "killed"

@@ -21,12 +21,12 @@ import torch
 
 torch.set_num_threads(1)
 
-import checkpoint_io as ckio
-import parallel_envs
-import reinflow_vla as rv
-import run_reinflow_inference
-import train_reinflow
-from reinflow_engine import (
+from so101_sim import checkpoint_io as ckio
+from so101_sim import parallel_envs
+from so101_sim import reinflow_vla as rv
+from so101_sim import run_reinflow_inference
+from so101_sim import train_reinflow
+from so101_sim.reinflow_engine import (
     ReinFlowAgent,
     ReinFlowConfig,
     RolloutData,

@@ -11,14 +11,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers the env ids)
-import mujoco_rendering
-import policy_registry as pr
-import rollout_utils as ru
-import run_mujoco_simulation
-import so101_mujoco_utils as u
+from so101_sim import envs  # noqa: F401  (registers the env ids)
+from so101_sim import mujoco_rendering
+from so101_sim import policy_registry as pr
+from so101_sim import rollout_utils as ru
+from so101_sim import run_mujoco_simulation
+from so101_sim import so101_mujoco_utils as u
 from conftest import SIM_DIR
-from so101_gym_env import SO101PickPlaceEnv
+from so101_sim.so101_gym_env import SO101PickPlaceEnv
 
 # --------------------------------------------------------------------------------------------
 # Simulator divergence
@@ -136,7 +136,7 @@ def test_run_script_summary_counts_unstable_episodes(tmp_path, capsys, monkeypat
 def test_summary_counts_and_line_omits_zero(capsys):
     import argparse
 
-    import eval_report
+    from so101_sim import eval_report
 
     eps = [{"seed": 0, "return": 1.0, "length": 3, "success": True, "sim_unstable": False},
            {"seed": 1, "return": 0.0, "length": 2, "success": False}]  # old episode dicts: no key
@@ -247,8 +247,8 @@ def test_homing_offset_range_is_what_lerobot_can_write():
 
 
 def test_teleop_validates_the_calibration_before_lerobot_reads_it(tmp_path):
-    import teleop_common as tc
-    import teleop_physical_arm as tpa
+    from so101_sim import teleop_common as tc
+    from so101_sim import teleop_physical_arm as tpa
 
     folder = tmp_path / "cal"
     folder.mkdir()
@@ -265,9 +265,9 @@ def test_teleop_validates_the_calibration_before_lerobot_reads_it(tmp_path):
 
 HEADLESS_SCRIPT = r"""
 import gymnasium as gym
-import envs
+from so101_sim import envs
 from gymnasium.utils.env_checker import check_env
-import mujoco_rendering
+from so101_sim import mujoco_rendering
 assert not mujoco_rendering.has_display()
 try:
     gym.make("SO101PickPlaceHuman-v0").reset()

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 
-import so101_mujoco_utils as u
+from so101_sim import so101_mujoco_utils as u
 from conftest import SIM_DIR
-from so101_mujoco_utils import mujoco
+from so101_sim.so101_mujoco_utils import mujoco
 
 PROBE = "import mujoco_rendering, os; print(os.environ['MUJOCO_GL'])"
 

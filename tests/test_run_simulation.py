@@ -7,8 +7,8 @@ import sys
 import imageio.v3 as iio
 import pytest
 
-import rollout_utils as ru
-import run_mujoco_simulation
+from so101_sim import rollout_utils as ru
+from so101_sim import run_mujoco_simulation
 from conftest import SIM_DIR
 
 

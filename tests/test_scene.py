@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-import so101_mujoco_utils as u
-from so101_mujoco_utils import mujoco
+from so101_sim import so101_mujoco_utils as u
+from so101_sim.so101_mujoco_utils import mujoco
 
 # Issue #2's table: joint -> (lower, upper), radians.
 EXPECTED_LIMITS = {
@@ -104,7 +104,7 @@ def test_gains_hold_the_arm_within_one_degree_under_gravity(model):
     data = mujoco.MjData(model)
     ids = u.SceneIds.from_model(model)
     u.reset_scene(model, data, ids, u.BLOCK_DEFAULT_POS)
-    from scripted_expert import ScriptedExpert
+    from so101_sim.scripted_expert import ScriptedExpert
 
     # arm reaching 7 cm above the default block (the mid-workspace pose of bench_actuators.py)
     reach = ScriptedExpert(model).solve_ik(u.home_pose_rad(), u.BLOCK_DEFAULT_POS + [0, 0, 0.07], 0.0)

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-import so101_mujoco_utils as u
+from so101_sim import so101_mujoco_utils as u
 
 
 def test_ranges_are_disjoint_and_ordered():
@@ -17,10 +17,10 @@ def test_ranges_are_disjoint_and_ordered():
 
 
 def test_default_seeds_lie_in_their_ranges():
-    import record_dataset
-    import run_mujoco_simulation
-    import train_flow_bc
-    import train_reinflow
+    from so101_sim import record_dataset
+    from so101_sim import run_mujoco_simulation
+    from so101_sim import train_flow_bc
+    from so101_sim import train_reinflow
 
     sim = run_mujoco_simulation.parse_args([])
     assert u.seed_block_problem("held_out", sim.seed, sim.episodes) is None
@@ -36,7 +36,7 @@ def test_default_seeds_lie_in_their_ranges():
 
 @pytest.mark.parametrize("seed,n_envs", [(0, 1), (3, 2), (2**31 - 2, 8), (123456, 64)])
 def test_training_reset_seeds_lie_in_the_training_range(seed, n_envs):
-    import train_reinflow
+    from so101_sim import train_reinflow
 
     lo, hi = u.SEED_RANGES["training"]
     for it in (0, 1, 999, 10**6):

@@ -1,9 +1,10 @@
 """teleop_common.print_commands: the standalone loop shared by the keyboard and gamepad scripts."""
 
 import numpy as np
+import pytest
 
-import so101_mujoco_utils as u
-import teleop_common as tc
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
 
 
 class FakeTeleop:
@@ -40,3 +41,15 @@ def test_print_commands_resets_quits_and_prints_lerobot_units(capsys):
     assert lines[1].startswith(f"pan={home_pan + np.degrees(0.2):.2f}")
     assert lines[2].startswith(f"pan={home_pan + np.degrees(0.1):.2f}") and lines[2].endswith(tc.EVENT_RESET)
     assert len(lines) == 4 and t.resets == 2 and t.closed
+
+
+def test_safety_cap_is_the_same_joint_speed_at_any_control_rate(monkeypatch):
+    """The per-step cap scales with the control rate: same rad/s at 10 and 30 Hz, set on every source."""
+    from types import SimpleNamespace
+
+    from so101_sim import record_dataset as rd
+
+    assert tc.max_target_step_rad(u.CONTROL_HZ) == tc.MAX_TARGET_STEP_RAD
+    assert tc.max_target_step_rad(30) * 30 == pytest.approx(tc.MAX_TARGET_STEP_RAD * u.CONTROL_HZ)
+    monkeypatch.setattr(rd, "_make_source", lambda args: SimpleNamespace(max_step_rad=tc.MAX_TARGET_STEP_RAD))
+    assert rd.make_source(SimpleNamespace(input="keyboard", fps=30)).max_step_rad == pytest.approx(tc.MAX_TARGET_STEP_RAD / 3)

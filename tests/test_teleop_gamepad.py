@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import so101_mujoco_utils as u
-import teleop_common as tc
-import teleop_gamepad as tg
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
+from so101_sim import teleop_gamepad as tg
 
 J = {n: i for i, n in enumerate(u.JOINT_NAMES)}
 S = tc.JOINT_SPEED_RAD_S
@@ -123,7 +123,7 @@ def test_standalone_lists_no_controllers():
 
 
 def test_record_with_gamepad_but_none_connected(tmp_path, capsys):
-    import record_dataset as rd
+    from so101_sim import record_dataset as rd
 
     if tg.list_controllers():
         pytest.skip("a real controller is connected")

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import so101_mujoco_utils as u
-import teleop_common as tc
-import teleop_keyboard as tk
-from teleop_keyboard import KEY_BINDINGS, keys_to_velocity
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
+from so101_sim import teleop_keyboard as tk
+from so101_sim.teleop_keyboard import KEY_BINDINGS, keys_to_velocity
 
 J = {n: i for i, n in enumerate(u.JOINT_NAMES)}
 
@@ -54,7 +54,7 @@ def test_key_directions_match_the_kinematics():
     """Right turns the gripper to +x (operator's right), W raises it, Up/S pitch the upper arm
     forward (the elbow moves to +y), I extends the arm, Z tips the gripper down; checked with MuJoCo
     forward kinematics."""
-    from scripted_expert import ScriptedExpert
+    from so101_sim.scripted_expert import ScriptedExpert
 
     fk = ScriptedExpert(u.load_model())
     q0 = np.array([0.0, -0.6, 0.8, 0.6, 0.0, 0.5])  # a mid-workspace pose

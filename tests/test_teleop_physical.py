@@ -13,9 +13,9 @@ import pytest
 from lerobot.motors.feetech import FeetechMotorsBus
 from lerobot.motors.motors_bus import get_address
 
-import so101_mujoco_utils as u
-import teleop_common as tc
-import teleop_physical_arm as tpa
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import teleop_common as tc
+from so101_sim import teleop_physical_arm as tpa
 
 #: A calibration file as `lerobot-calibrate` writes it (values of a real SO-101 leader).
 CALIBRATION = {
@@ -144,7 +144,7 @@ def test_mirroring_is_clamped_and_rate_limited(tmp_path):
 def test_record_dataset_physical_end_to_end(tmp_path, monkeypatch):
     """record_dataset.py --input physical with the fake leader: the stored actions are the leader's
     pose in LeRobot units once the sim has caught up."""
-    import record_dataset as rd
+    from so101_sim import record_dataset as rd
 
     leader = fake_leader(tmp_path, [RAW_FRAMES[1]])
     monkeypatch.setattr(tpa, "make_leader", lambda *a, **k: leader)

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-import so101_mujoco_utils as u
-import vla_frames as vf
-from conftest import SIM_DIR
-from hub_download import PolicyLoadError
-from make_tiny_policies import PI0_STATS_MEAN, PI0_STATS_STD, TINY_CHUNK, TINY_N_ACTION_STEPS
-from pi0_adapter import PI0Adapter
-from smolvla_adapter import SmolVLAAdapter
-from flow_matching_policy import FlowMatchingPolicy, _add_batch_axis
+from so101_sim import so101_mujoco_utils as u
+from so101_sim import vla_frames as vf
+from so101_sim.hub_download import PolicyLoadError
+from so101_sim.make_tiny_policies import PI0_STATS_MEAN, PI0_STATS_STD, TINY_CHUNK, TINY_N_ACTION_STEPS
+from so101_sim.pi0_adapter import PI0Adapter
+from so101_sim.smolvla_adapter import SmolVLAAdapter
+from so101_sim.flow_matching_policy import FlowMatchingPolicy, _add_batch_axis
 from vla_tiny import fake_obs
 
 ADAPTERS = {"smolvla": SmolVLAAdapter, "pi0": PI0Adapter}
@@ -40,10 +39,10 @@ def test_frame_choices_and_vla_frames_imports_no_torch():
     """``--frame`` choices are defined once, in vla_frames, which parsers import without torch."""
     assert vf.FRAME_CHOICES == ("auto", *vf.FRAMES)
     assert set(vf.FRAMES) == set(vf._FRAME_CONVERSIONS)  # noqa: SLF001
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import vla_frames; "
+    code = ("import sys; from so101_sim import vla_frames; "
             "bad = [m for m in ('torch', 'lerobot', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code, str(SIM_DIR)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_frame_conversions_against_hand_computed_values():
@@ -268,7 +267,7 @@ def test_wrong_model_type_is_refused(tiny_dirs):
 def test_real_pi0_directory_does_not_import_the_tiny_patch(tmp_path, monkeypatch):
     """Only a directory carrying TINY_PI0_MARKER is built through lerobot_tiny_pi0_patch; for any
     other Pi0 checkpoint the patch module is not even imported."""
-    from pi0_adapter import TINY_PI0_MARKER
+    from so101_sim.pi0_adapter import TINY_PI0_MARKER
 
     monkeypatch.delitem(sys.modules, "lerobot_tiny_pi0_patch", raising=False)
     sentinel, calls = object(), []

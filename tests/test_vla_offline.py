@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-import run_mujoco_simulation
-from hub_download import PolicyLoadError, PolicyUnavailableOffline
-from smolvla_adapter import SmolVLAAdapter
+from so101_sim import run_mujoco_simulation
+from so101_sim.hub_download import PolicyLoadError, PolicyUnavailableOffline
+from so101_sim.smolvla_adapter import SmolVLAAdapter
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_missing_local_directory_is_not_treated_as_a_repo(empty_offline_cache):
 def test_training_the_default_vla_offline_points_to_the_offline_flow_training_line(empty_offline_cache, capsys):
     """train_reinflow.py with no flags (SmolVLA) offline without weights: one message, saying what
     is missing and giving the command that trains offline on a CPU (the flow policy)."""
-    import train_reinflow
+    from so101_sim import train_reinflow
 
     with pytest.raises(SystemExit) as e:
         train_reinflow.main(["--iterations", "1", "--no-render", "--parallel-envs", "1", "--device", "cpu"])

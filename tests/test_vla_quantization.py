@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import pi0_quantization as pq
-from pi0_adapter import PI0Adapter
+from so101_sim import pi0_quantization as pq
+from so101_sim.pi0_adapter import PI0Adapter
 from vla_tiny import fake_obs
 
 

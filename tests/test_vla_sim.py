@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-import run_mujoco_simulation
+from so101_sim import run_mujoco_simulation
 
 
 

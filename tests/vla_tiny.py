@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import so101_mujoco_utils as u
+from so101_sim import so101_mujoco_utils as u
 
 
 def tiny_policy_dirs(tmp_path_factory) -> dict[str, Path]:
@@ -20,7 +20,7 @@ def tiny_policy_dirs(tmp_path_factory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.getbasetemp() / "tiny_vla_policies"
     if not (root / ".complete").exists():
-        from make_tiny_policies import build_all
+        from so101_sim.make_tiny_policies import build_all
 
         build_all(root, seed=0)
         (root / ".complete").write_text("ok\n")
