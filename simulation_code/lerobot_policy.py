@@ -188,6 +188,10 @@ def sim_setup(path: str, *, camera_map: str | None = None, task: str | None = No
     sizes = {tuple(v["shape"][-2:]) for v in images.values()}
     if len(sizes) > 1:
         raise PolicyLoadError(f"the checkpoint's images have different sizes {sorted(sizes)}; the sim renders one size")
+    too_big = [hw for hw in sizes if hw[0] > u.MAX_IMAGE_HW[0] or hw[1] > u.MAX_IMAGE_HW[1]]
+    if too_big:
+        raise PolicyLoadError(f"the checkpoint's images are {too_big[0][0]}x{too_big[0][1]} (HxW); the sim renders at "
+                              f"most {u.MAX_IMAGE_HW[0]}x{u.MAX_IMAGE_HW[1]} (so101_mujoco_utils.MAX_IMAGE_HW)")
     hz = float(dataset.get("control_hz") or dataset.get("fps") or registration.REGISTERED_CONTROL_HZ)
     frame_name, frame_why = vla_frames.resolve_frame(frame, meta, path)
     run_task = task or meta.get("task") or u.DEFAULT_TASK
@@ -229,6 +233,8 @@ class LeRobotPolicy:
         try:
             cfg = PreTrainedConfig.from_pretrained(setup.policy_dir)
             cfg.device = dev
+            if getattr(cfg, "vlm_model_name", None) and (setup.policy_dir / "vlm").is_dir():
+                cfg.vlm_model_name = str(setup.policy_dir / "vlm")  # a SmolVLA's own backbone folder, as the adapter does
             policy = get_policy_class(cfg.type).from_pretrained(setup.policy_dir, config=cfg)
             pre, post = make_pre_post_processors(cfg, pretrained_path=str(setup.policy_dir),
                                                  preprocessor_overrides={"device_processor": {"device": dev}})

@@ -12,8 +12,10 @@ summary (``--summary-json``; paths in it are relative to the repository root) an
 ``--report DIR``, a one-page HTML evaluation report with an animated preview of each episode
 (eval_report.py). Episode i uses seed SEED+i, so a run is
 reproducible. ``--model-type smolvla`` (default) and ``pi0`` run the VLAs, ``flow`` the small
-flow policy (default: the shipped ReinFlow checkpoint), ``scripted`` the scripted expert; the
-table of types is policy_registry.POLICIES.
+flow policy (default: the shipped ReinFlow checkpoint), ``scripted`` the scripted expert, and
+``lerobot`` any LeRobot policy checkpoint (ACT, Diffusion, ...: ``--policy-path DIR``, e.g. a
+``lerobot-train`` run's ``checkpoints/NNNNNN/pretrained_model``; the env gets the cameras, image
+size and rate it was trained with; docs/lerobot.md); the table of types is policy_registry.POLICIES.
 
 VLAs (options: ``--policy-path --camera-map --task --frame --quantize/--no-quantize --device
 --n-action-steps``; docs/vla.md):
@@ -43,7 +45,6 @@ from so101_sim import envs  # noqa: F401  (registers the env ids)
 from so101_sim import eval_report
 from so101_sim import policy_registry as pr
 from so101_sim import rollout_utils as ru
-from so101_sim import so101_mujoco_utils as u
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,7 +100,7 @@ def simulate(args, env_kwargs: dict, make_policy, extra=None) -> int:
     finally:
         env.close()
     info = {"policy_info": _portable_info(policy.describe())} if hasattr(policy, "describe") else {}
-    summary = ru.summarize(episodes, policy.name, {"env_id": args.env_id, "control_hz": u.CONTROL_HZ,
+    summary = ru.summarize(episodes, policy.name, {"env_id": args.env_id, "control_hz": env.unwrapped.control_hz,
                                                    "wall_time_s": time.perf_counter() - t0, **info, **(extra() if extra else {})})
     eval_report.finish_run(args, summary, report)
     return 0

@@ -144,6 +144,13 @@ def test_runner_names_the_inputs_a_checkpoint_needs_that_the_sim_lacks(act_run, 
     assert rms.main(["--model-type", "lerobot", "--policy-path", str(bad), "--episodes", "1", "--headless"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "observation.images.overhead_cam" in err[0] and "--camera-map" in err[0], err
+    del cfg["input_features"]["observation.images.overhead_cam"]
+    for key in [k for k in cfg["input_features"] if k.startswith(u.OBS_IMAGE_PREFIX)]:
+        cfg["input_features"][key]["shape"] = [3, 600, 800]
+    (bad / "config.json").write_text(json.dumps(cfg))
+    assert rms.main(["--model-type", "lerobot", "--policy-path", str(bad), "--episodes", "1", "--headless"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "600x800" in err[0] and "480x640" in err[0], err
 
 
 def test_lerobot_edit_dataset_deletes_an_episode_of_a_recording(act_run):

@@ -1,0 +1,197 @@
+"""Image policies trained by stock ``lerobot-train`` on scripted demonstrations, evaluated in the sim
+(a benchmark, not a test; issue 16).
+
+    .venv/bin/python benchmarks/vision_bc.py --policy act --out outputs/vision_bc_act
+    .venv/bin/python benchmarks/vision_bc.py --policy smolvla --out outputs/vision_bc_smolvla
+
+Steps, each skipped when its output already exists in ``--out`` (so a run can be resumed or
+re-evaluated):
+
+1. record ``--demos`` scripted demonstrations (demonstration seeds, successful episodes only) with
+   ``observation.state`` + the ``--cameras`` images as the only policy inputs (no
+   ``observation.environment_state``): ``record_dataset.py --input scripted``;
+2. train with the stock ``lerobot-train`` CLI: ``--policy act`` (LeRobot's ACT, ResNet18 from
+   scratch: torchvision's weights cannot be downloaded offline) or ``--policy smolvla`` (LeRobot's
+   SmolVLA on a small SmolVLM backbone built locally by make_tiny_policies.build_tiny_smolvlm,
+   trained from scratch: a flow-matching VLA our SmolVLA adapter loads);
+3. evaluate the checkpoint on ``--eval-episodes`` held-out seeds with ``run_mujoco_simulation.py
+   --model-type lerobot``, and the first ``--lerobot-eval-episodes`` of them with ``lerobot-eval
+   --env.type=so101_pickplace`` (a deterministic policy gives the same outcomes in both);
+4. print a table and write ``OUT/results.json``; ``--ship DIR`` copies the checkpoint there (a
+   LeRobot ``pretrained_model`` directory plus so101_policy_meta.json; SmolVLA with its ``vlm/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent.parent
+SIM = REPO / "simulation_code"
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled", SO101_QUIET_GL="1",
+           TOKENIZERS_PARALLELISM="false")
+REPO_ID = "local/vision_bc"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from so101_sim import so101_mujoco_utils as u
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--policy", choices=("act", "smolvla"), default="act", help="LeRobot policy type to train")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "vision_bc", help="output folder")
+    p.add_argument("--demos", type=int, default=50, help="scripted demonstrations to record")
+    p.add_argument("--demo-seed", type=int, default=u.SEED_RANGES["demonstrations"][0], help="first demonstration seed")
+    p.add_argument("--image-size", type=int, default=64, help="camera images (pixels, square)")
+    p.add_argument("--cameras", default="camera1=camera_up,camera2=wrist_camera", help="dataset camera = sim camera")
+    p.add_argument("--steps", type=int, default=2000, help="lerobot-train steps")
+    p.add_argument("--batch-size", type=int, default=16, help="lerobot-train batch size")
+    p.add_argument("--chunk-size", type=int, default=20, help="policy chunk_size (actions predicted per inference)")
+    p.add_argument("--n-action-steps", type=int, default=10, help="policy n_action_steps (actions executed per chunk)")
+    p.add_argument("--dim-model", type=int, default=256, help="ACT: transformer width")
+    p.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes in our runner")
+    p.add_argument("--lerobot-eval-episodes", type=int, default=20, help="of those, run again in lerobot-eval")
+    p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
+    p.add_argument("--ship", type=Path, default=None, help="copy the trained pretrained_model directory here")
+    return p.parse_args(argv)
+
+
+def run(cmd: list[str], log: Path) -> float:
+    """Run ``cmd`` with its output in ``log``; returns the wall time (s). Exits with the log's tail on failure."""
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, env=ENV, stdout=f, stderr=subprocess.STDOUT, cwd=log.parent).returncode
+    if rc:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        sys.exit(f"failed ({rc}): {' '.join(cmd)}\n{tail}\n(full log: {log})")
+    return time.perf_counter() - t0
+
+
+def policy_flags(args, out: Path) -> list[str]:
+    """lerobot-train's ``--policy.*`` flags for ``args.policy`` (CPU sizes)."""
+    common = [f"--policy.chunk_size={args.chunk_size}", f"--policy.n_action_steps={args.n_action_steps}",
+              "--policy.push_to_hub=false", "--policy.device=cpu"]
+    if args.policy == "act":
+        return ["--policy.type=act", f"--policy.dim_model={args.dim_model}", "--policy.n_heads=8",
+                f"--policy.dim_feedforward={4 * args.dim_model}", "--policy.n_encoder_layers=2",
+                "--policy.n_decoder_layers=1", "--policy.pretrained_backbone_weights=null", *common]
+    from so101_sim.make_tiny_policies import build_tiny_smolvlm
+
+    vlm = out / "vlm"
+    if not (vlm / "config.json").is_file():
+        build_tiny_smolvlm(vlm, image_size=args.image_size)
+    return ["--policy.type=smolvla", f"--policy.vlm_model_name={vlm}", "--policy.load_vlm_weights=false",
+            "--policy.num_vlm_layers=4", f"--policy.resize_imgs_with_padding=[{args.image_size},{args.image_size}]",
+            "--policy.train_expert_only=false", "--policy.freeze_vision_encoder=false", *common]
+
+
+def evaluate(args, ckpt: Path, out: Path, times: dict) -> tuple[dict, dict]:
+    """Our runner on the held-out seeds, then lerobot-eval on the first of them: (ours summary, theirs metrics)."""
+    ours_json = out / "eval_ours.json"
+    times["eval_ours_s"] = run([sys.executable, str(SIM / "run_mujoco_simulation.py"), "--model-type", "lerobot",
+                                "--policy-path", str(ckpt), "--episodes", str(args.eval_episodes), "--seed",
+                                str(args.eval_seed), "--headless", "--summary-json", str(ours_json)], out / "eval_ours.log")
+    ours = json.loads(ours_json.read_text())
+    theirs = {}
+    if args.lerobot_eval_episodes:
+        cams = ",".join(f"{n}={c}" for n, c in ours["policy_info"]["cameras"].items())
+        h, w = ours["policy_info"]["image_hw"]
+        times["eval_lerobot_s"] = run([str(BIN / "lerobot-eval"), "--env.type=so101_pickplace", f"--env.cameras={cams}",
+                                       f"--env.observation_height={h}", f"--env.observation_width={w}",
+                                       f"--policy.path={ckpt}", f"--eval.n_episodes={args.lerobot_eval_episodes}",
+                                       "--eval.batch_size=1", "--policy.device=cpu", f"--seed={args.eval_seed}",
+                                       f"--output_dir={out / 'eval_lerobot'}"], out / "eval_lerobot.log")
+        theirs = json.loads((out / "eval_lerobot" / "eval_info.json").read_text())["per_task"][0]["metrics"]
+    return ours, theirs
+
+
+def ship(ckpt: Path, dest: Path, args) -> None:
+    """Copy the checkpoint (and SmolVLA's vlm/ folder) to ``dest`` with the metadata our runner reads."""
+    from so101_sim import so101_mujoco_utils as u
+    from so101_sim import vla_frames
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("train_config.json"))
+    cams = dict(item.split("=", 1) for item in args.cameras.split(","))
+    extra = {}
+    if args.policy == "smolvla":
+        shutil.copytree(args.out / "vlm", dest / "vlm")
+        cfg = json.loads((dest / "config.json").read_text())
+        cfg["vlm_model_name"] = "vlm"  # resolved against the checkpoint folder by our adapter
+        (dest / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+        extra["note"] = "config.vlm_model_name is the vlm/ folder next to this file"
+    sim_key = {v: k for k, v in u.CAMERAS.items()}
+    vla_frames.write_policy_meta(dest, "lerobot_degrees", task=u.DEFAULT_TASK,
+                                 camera_map={(c if c in u.CAMERAS else sim_key[c]): u.OBS_IMAGE_PREFIX + n
+                                             for n, c in cams.items()},
+                                 cameras={n: u.CAMERAS.get(c, c) for n, c in cams.items()}, **extra)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = args.out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data, train = out / "data", out / "train"
+    ckpt = train / "checkpoints" / f"{args.steps:06d}" / "pretrained_model"
+    times: dict[str, float] = {}
+    stages = tqdm(total=3, desc="vision_bc", unit="stage")
+    if not (data / "meta" / "info.json").is_file():
+        stages.set_postfix_str(f"recording {args.demos} demos")
+        times["record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted", "--output-dir",
+                                 str(data), "--num-episodes", str(args.demos), "--image-size", str(args.image_size),
+                                 "--cameras", args.cameras, "--seed", str(args.demo_seed), "--repo-id", REPO_ID,
+                                 "--overwrite"], out / "record.log")
+    stages.update()
+    if not ckpt.is_dir():
+        stages.set_postfix_str(f"lerobot-train {args.policy} {args.steps} steps (progress: {train.parent / 'train.log'})")
+        times["train_s"] = run([str(BIN / "lerobot-train"), f"--dataset.repo_id={REPO_ID}", f"--dataset.root={data}",
+                                *policy_flags(args, out), f"--steps={args.steps}", f"--batch_size={args.batch_size}",
+                                "--num_workers=0", f"--save_freq={args.steps}", "--log_freq=100", "--seed=1",
+                                "--wandb.enable=false", f"--output_dir={train}"], out / "train.log")
+    stages.update()
+    stages.set_postfix_str("evaluating")
+    ours, theirs = evaluate(args, ckpt, out, times)
+    stages.update()
+    stages.close()
+    report(args, ours, theirs, times, out)
+    if args.ship:
+        ship(ckpt, args.ship.resolve(), args)
+        print(f"shipped -> {args.ship}")
+
+
+def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
+    """Print the results table and write ``OUT/results.json``."""
+    eps = ours["per_episode"]
+    k = len(theirs.get("successes", []))
+    agree = sum(abs(a["return"] - b) <= 1e-3 + 1e-4 * abs(b) and a["success"] == s
+                for a, b, s in zip(eps, theirs.get("sum_rewards", []), theirs.get("successes", [])))
+    lo, hi = ours["success_rate_ci95"]
+    print(f"\n{args.policy}: {args.demos} demos, {args.steps} lerobot-train steps, {args.image_size} px, cameras {args.cameras}")
+    print(f"{'evaluator':40s} {'episodes':>8s} {'success':>8s} {'95% CI':>13s} {'mean return':>12s} {'wall s':>8s}")
+    print(f"{'run_mujoco_simulation --model-type lerobot':40s} {len(eps):8d} {ours['success_rate']:8.0%} "
+          f"{f'{lo:.0%}-{hi:.0%}':>13s} {ours['mean_return']:12.1f} {times.get('eval_ours_s', 0):8.0f}")
+    if k:
+        print(f"{'lerobot-eval --env.type=so101_pickplace':40s} {k:8d} {np.mean(theirs['successes']):8.0%} {'':>13s} "
+              f"{np.mean(theirs['sum_rewards']):12.1f} {times.get('eval_lerobot_s', 0):8.0f}")
+        print(f"the first {k} episodes: same return and success in both evaluators in {agree}/{k}")
+    print("times: " + ", ".join(f"{key} {v:.0f}" for key, v in times.items()))
+    results = {"args": {k: str(v) for k, v in vars(args).items()}, "times_s": times,
+               "ours": {"success_rate": ours["success_rate"], "ci95": ours["success_rate_ci95"],
+                        "mean_return": ours["mean_return"], "seeds": ours["seeds"],
+                        "success": [e["success"] for e in eps]},
+               "lerobot_eval": {"success": theirs.get("successes"), "returns": theirs.get("sum_rewards"), "agree": agree}}
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
