@@ -62,7 +62,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lerobot-eval-episodes", type=int, default=20, help="of those, run again in lerobot-eval")
     p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
     p.add_argument("--ship", type=Path, default=None, help="copy the trained pretrained_model directory here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.policy == "smolvla" and args.image_size % 32:  # SmolVLM: 16 px patches, pixel shuffle by 2
+        p.error(f"--policy smolvla needs --image-size a multiple of 32 (got {args.image_size})")
+    return args
 
 
 def run(cmd: list[str], log: Path) -> float:
