@@ -11,7 +11,9 @@ Observation (a dict, LeRobot feature names):
     ``observation.images.<name>``         (H, W, 3) uint8 RGB, one per entry of ``cameras``
                                           (default ``camera1|2|3`` = camera_up / wrist_camera /
                                           camera_side, so101_mujoco_utils.CAMERAS), H x W =
-                                          ``image_size`` (only with ``obs_mode="images"``)
+                                          ``image_size`` (only with ``obs_mode="images"``);
+                                          images of at most 128 px are drawn with low-detail
+                                          meshes (``render_lod``; render() keeps the detailed ones)
     ``observation.environment_state``     (7,) float32, block position (m, world frame) and
                                           quaternion (w, x, y, z): privileged state, only with
                                           ``include_env_state=True`` (state-based policies)
@@ -74,6 +76,13 @@ class SO101PickPlaceEnv(gym.Env):
         fast_render: None = automatic (fast on software GL), True/False to force.
         decimate_meshes: draw decimated visual meshes (default; physics is unchanged). False
             draws the full ~400k-triangle meshes (the benchmark's "naive" renderer).
+        render_lod: observation cameras draw low-detail visual meshes (~4.8k instead of ~121k
+            triangles, so101_mujoco_utils.LOD_FACES; 3 cameras at 96x96 ~10x faster on software
+            GL). None = automatic: on with ``obs_mode="images"`` when the larger image side is at
+            most so101_mujoco_utils.LOD_MAX_IMAGE_PX (128 px); True/False to force. Stored as
+            ``render_lod`` (bool). ``render()`` frames, videos and the viewer always draw the
+            detailed meshes, and the physics is the same either way (the low-detail twins have no
+            contacts and no mass).
         control_hz: env steps per simulated second (default 10 Hz, so101_mujoco_utils.CONTROL_HZ),
             in (0, 500]; the physics step stays 2 ms and step k runs
             ``so101_mujoco_utils.substep_schedule(control_hz, k)`` physics steps (10 Hz: always 50).
@@ -107,6 +116,7 @@ class SO101PickPlaceEnv(gym.Env):
         decimate_meshes: bool = True,
         control_hz: float = u.CONTROL_HZ,
         cameras: Mapping[str, str] | None = None,
+        render_lod: bool | None = None,
     ):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
@@ -136,7 +146,8 @@ class SO101PickPlaceEnv(gym.Env):
         self.render_size = render_size
         self._fast_render = fast_render
 
-        self.model = u.load_model(decimate=decimate_meshes)
+        self.render_lod = choose_render_lod(obs_mode, self.image_hw, render_lod)
+        self.model = u.load_model(decimate=decimate_meshes, lod=self.render_lod)
         self.data = mujoco.MjData(self.model)
         self.ids = u.SceneIds.from_model(self.model)  # names -> ids, once
         self._obs_renderer: u.CameraRenderer | None = None
@@ -271,9 +282,10 @@ class SO101PickPlaceEnv(gym.Env):
 
     def render_cameras(self) -> dict[str, np.ndarray]:
         """Render the observation cameras (``cameras``): ``{observation.images.<name>: (H, W, 3) uint8
-        RGB}``, H x W = ``image_hw``, in the order of ``cameras``."""
+        RGB}``, H x W = ``image_hw``, in the order of ``cameras``; low-detail meshes when
+        ``render_lod``."""
         if self._obs_renderer is None:
-            self._obs_renderer = u.CameraRenderer(self.model, *self.image_hw, fast=self._fast_render)
+            self._obs_renderer = u.CameraRenderer(self.model, *self.image_hw, fast=self._fast_render, lod=self.render_lod)
         return {key: self._obs_renderer.render(self.data, cam) for key, cam in zip(self.image_keys, self.cameras.values())}
 
     def _get_obs(self) -> dict[str, np.ndarray]:
@@ -294,6 +306,17 @@ class SO101PickPlaceEnv(gym.Env):
 
             self._viewer = mujoco.viewer.launch_passive(self.model, self.data)
         self._viewer.sync()
+
+
+def choose_render_lod(obs_mode: str, image_hw: tuple[int, int], render_lod: bool | None = None) -> bool:
+    """Whether an env's observation cameras draw the low-detail meshes (``render_lod``).
+
+    ``render_lod`` True/False is the answer; None (automatic) is True only for image observations
+    whose larger side is at most so101_mujoco_utils.LOD_MAX_IMAGE_PX (128 px,
+    :func:`so101_mujoco_utils.use_lod`): a state-only env keeps the plain model."""
+    if render_lod is not None:
+        return bool(render_lod)
+    return obs_mode == "images" and u.use_lod(image_hw)
 
 
 def check_reward_terms(terms) -> tuple[str, ...]:

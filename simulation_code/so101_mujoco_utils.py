@@ -511,6 +511,138 @@ def decimated_mesh_path(src: Path, faces: int = DECIMATED_FACES) -> Path:
     return out
 
 
+# Level of detail (LOD) for small camera images: low-detail copies of the robot's visual meshes in
+# geom group LOD_GROUP, drawn instead of group 2 by CameraRenderer(lod=True). Each mesh is
+# vertex-clustered on a LOD_CLUSTER_CELL grid (cluster_vertices: it removes the CAD slivers that
+# stop fast-simplification near half a mesh), then decimated with fast-simplification to
+# LOD_FACES triangles. Chosen with benchmarks/bench_env.py and tests/test_render_lod.py
+# (docs/experiments/2026-12-01-camera-lod.md).
+
+#: Triangles per LOD mesh: 17 visual geoms draw 4,760 LOD triangles in all (121,430 detailed).
+LOD_FACES = 200
+#: Larger budgets for the parts the wrist camera sees up close: the moving jaw and the fixed jaw
+#: (part of wrist_roll_follower), whose inner faces frame the block during a grasp.
+LOD_FACES_BY_MESH = {"moving_jaw_so101_v1": 800, "wrist_roll_follower_so101_v1": 800}
+LOD_CLUSTER_CELL = 0.001  # m: 1.4 px of the wrist camera 5 cm from the jaws at 96 px (0.73 mm/px)
+#: Largest observation image side (pixels) for which the env draws the LOD meshes by default
+#: (:func:`use_lod`): 128 covers the sizes CPU image policies use (64-128) and is the largest
+#: size tests/test_render_lod.py checks against the detailed meshes; at 256 px and above (the
+#: default 256, recorded datasets, 480 x 640 real-camera sizes) the detailed meshes are drawn.
+LOD_MAX_IMAGE_PX = 128
+#: Geom group of the LOD copies: hidden by MuJoCo's default ``MjvOption`` (groups 0-2 drawn), so
+#: videos, ``render()`` and the viewer draw the detailed meshes.
+LOD_GROUP = 4
+#: Version of the LOD recipe, part of the cache key: bump it when the algorithm changes.
+LOD_VERSION = 1
+
+
+def use_lod(image_hw, max_px: int = LOD_MAX_IMAGE_PX) -> bool:
+    """True when an observation image of ``image_hw`` = (height, width) pixels should draw the LOD
+    meshes: its larger side is at most ``max_px`` (:data:`LOD_MAX_IMAGE_PX`, 128)."""
+    h, w = image_hw
+    return max(int(h), int(w)) <= max_px
+
+
+def cluster_vertices(verts, faces, cell: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex clustering (Rossignac-Borrel) with each cluster at its quadric-optimal point
+    (Lindstrom 2000): every vertex in one ``cell``-sized cube of a grid becomes one vertex.
+
+    Args:
+        verts: (n, 3) float vertex positions (any unit; ``cell`` in the same unit).
+        faces: (m, 3) int triangles indexing ``verts``.
+        cell: grid spacing, > 0.
+    Returns:
+        ``(verts, faces)``: (k, 3) float64 and (j, 3) int64. Faces that collapse (two corners in
+        one cell) and repeated faces are dropped; orientation is kept.
+    Raises:
+        ValueError: ``cell`` not positive, or arrays of the wrong shape.
+    """
+    v, f = np.asarray(verts, np.float64), np.asarray(faces, np.int64)
+    if not cell > 0 or v.ndim != 2 or v.shape[1] != 3 or f.ndim != 2 or f.shape[1] != 3:
+        raise ValueError(f"cluster_vertices needs (n, 3) verts, (m, 3) faces and cell > 0; got "
+                         f"{v.shape}, {f.shape}, {cell}")
+    origin = v.min(0)
+    _, cid = np.unique(np.floor((v - origin) / cell).astype(np.int64), axis=0, return_inverse=True)
+    cid = cid.ravel()
+    k = int(cid.max()) + 1
+    # area-weighted plane quadric of every face, summed into the clusters of its corners
+    p0 = v[f[:, 0]]
+    n = np.cross(v[f[:, 1]] - p0, v[f[:, 2]] - p0)
+    area2 = np.linalg.norm(n, axis=1)
+    unit = n / np.maximum(area2, 1e-300)[:, None]
+    plane = np.concatenate([unit, -(unit * p0).sum(1, keepdims=True)], 1)
+    face_q = area2[:, None, None] * plane[:, :, None] * plane[:, None, :]
+    q = np.zeros((k, 4, 4))
+    for corner in range(3):
+        np.add.at(q, cid[f[:, corner]], face_q)
+    count = np.bincount(cid, minlength=k)[:, None]
+    mean = np.stack([np.bincount(cid, v[:, i], minlength=k) for i in range(3)], 1) / count
+    # minimise the quadric around the cluster mean, ignoring directions it does not constrain
+    a, b = q[:, :3, :3], q[:, :3, 3]
+    uu, sv, vt = np.linalg.svd(a)
+    inv = np.where(sv > 1e-3 * sv[:, :1], 1.0 / np.maximum(sv, 1e-300), 0.0)
+    resid = -b - np.einsum("kij,kj->ki", a, mean)
+    best = mean + np.einsum("kji,kj->ki", vt, inv * np.einsum("kji,kj->ki", uu, resid))
+    corner_lo = origin + np.floor((mean - origin) / cell) * cell
+    best = np.clip(best, corner_lo - 0.5 * cell, corner_lo + 1.5 * cell)  # stay near its cell
+    tri = cid[f]
+    tri = tri[(tri[:, 0] != tri[:, 1]) & (tri[:, 1] != tri[:, 2]) & (tri[:, 0] != tri[:, 2])]
+    first = np.argmin(tri, 1)[:, None]  # rotate each face to start at its smallest index
+    tri = np.take_along_axis(tri, (first + np.arange(3)) % 3, 1)
+    _, keep = np.unique(tri, axis=0, return_index=True)
+    used, remap = np.unique(tri[np.sort(keep)], return_inverse=True)
+    return best[used], remap.reshape(-1, 3)
+
+
+def lod_mesh_path(src: Path, faces: int = LOD_FACES, cell: float = LOD_CLUSTER_CELL) -> Path:
+    """Low-detail copy of one STL (metres): :func:`cluster_vertices` on a ``cell`` grid, then
+    fast-simplification to about ``faces`` triangles; cached under :data:`CACHE_DIR` like
+    :func:`decimated_mesh_path` (key: source hash, ``faces``, ``cell``, :data:`LOD_VERSION`).
+
+    Returns the cached STL path. Raises ``ValueError`` for ``faces`` < 4 or ``cell`` <= 0.
+    """
+    if faces < 4 or not cell > 0:
+        raise ValueError(f"lod_mesh_path needs faces >= 4 and cell > 0, got {faces}, {cell}")
+    import trimesh
+
+    data = src.read_bytes()
+    key = hashlib.sha1(data + f"{faces}|{cell!r}|{LOD_VERSION}".encode()).hexdigest()[:12]
+    out = CACHE_DIR / "meshes" / f"{src.stem}_lod{faces}_{key}.stl"
+    if out.exists():
+        return out
+    mesh = trimesh.load(src, force="mesh")
+    verts, tris = cluster_vertices(mesh.vertices, mesh.faces, cell)
+    if len(tris) > faces:
+        import fast_simplification
+
+        verts, tris = fast_simplification.simplify(verts.astype(np.float32), tris, 1.0 - faces / len(tris))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp.stl")
+    trimesh.Trimesh(verts, tris, process=False).export(tmp)
+    os.replace(tmp, out)  # atomic, as in decimated_mesh_path
+    return out
+
+
+def _add_lod_geoms(robot: mujoco.MjSpec) -> None:
+    """Give every visual (group 2) mesh geom of ``robot`` a low-detail twin in :data:`LOD_GROUP`:
+    same body, pose and material, no contacts, no mass (physics unchanged)."""
+    meshdir = Path(robot.meshdir)
+    files = {mesh.name: mesh.file for mesh in robot.meshes}
+    lod: dict[str, str] = {}
+    for geom in list(robot.geoms):
+        if geom.type != mujoco.mjtGeom.mjGEOM_MESH or geom.group != 2:
+            continue
+        base = geom.meshname.removesuffix("_visual")
+        if base not in lod:
+            lod[base] = base + "_lod"
+            faces = LOD_FACES_BY_MESH.get(base, LOD_FACES)
+            mesh = robot.add_mesh(name=lod[base], file=str(lod_mesh_path(meshdir / files[base], faces)))
+            mesh.inertia = mujoco.mjtMeshInertia.mjMESH_INERTIA_SHELL  # never used: no mass
+        geom.parent.add_geom(
+            type=mujoco.mjtGeom.mjGEOM_MESH, meshname=lod[base], pos=geom.pos, quat=geom.quat,
+            material=geom.material, rgba=geom.rgba, group=LOD_GROUP, contype=0, conaffinity=0, mass=0)
+
+
 def _xyaxes_to_quat(xyaxes) -> list[float]:
     """MJCF ``xyaxes`` (camera x and y axes in the parent frame) -> unit quaternion (w, x, y, z)."""
     x = np.array(xyaxes[:3], dtype=float)
@@ -524,7 +656,8 @@ def _xyaxes_to_quat(xyaxes) -> list[float]:
     return quat.tolist()
 
 
-def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV) -> mujoco.MjSpec:
+def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV,
+                     lod: bool = False) -> mujoco.MjSpec:
     """Compose the scene: ``model/scene.xml`` + the packaged SO-101 robot, as an ``MjSpec``.
 
     Changes applied to the packaged robot (never to the package files):
@@ -533,7 +666,9 @@ def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float =
       * the end-effector site ``grasp_center`` added between the jaw pads;
       * fingertip pads (``fixed_jaw_pad``, ``moving_jaw_pad``) switched on for contact;
       * position actuators get ``kp`` (N m/rad) and ``kv`` (N m s/rad);
-      * with ``decimate=True`` the visual (group 2) meshes use decimated copies.
+      * with ``decimate=True`` the visual (group 2) meshes use decimated copies;
+      * with ``lod=True`` each visual mesh geom gets a low-detail twin in :data:`LOD_GROUP`
+        (:func:`lod_mesh_path`; no contacts, no mass), for ``CameraRenderer(lod=True)``.
 
     Returns an uncompiled spec; see :func:`load_model`.
     """
@@ -563,6 +698,8 @@ def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float =
         for geom in robot.geoms:
             if geom.type == mujoco.mjtGeom.mjGEOM_MESH and geom.group == 2:
                 geom.meshname = low[geom.meshname]
+    if lod:
+        _add_lod_geoms(robot)
     scene = mujoco.MjSpec.from_file(str(SCENE_XML))
     frame = scene.worldbody.add_frame(pos=[0, 0, 0], quat=[np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])
     with _no_empty_prefix_warning():
@@ -570,9 +707,13 @@ def build_scene_spec(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float =
     return scene
 
 
-def load_model(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV) -> mujoco.MjModel:
-    """Compile :func:`build_scene_spec` into an ``MjModel`` (timestep 0.002 s, implicitfast)."""
-    spec = build_scene_spec(decimate=decimate, kp=kp, kv=kv)
+def load_model(decimate: bool = True, kp: float = ACTUATOR_KP, kv: float = ACTUATOR_KV,
+               lod: bool = False) -> mujoco.MjModel:
+    """Compile :func:`build_scene_spec` into an ``MjModel`` (timestep 0.002 s, implicitfast).
+
+    ``lod=True`` adds the low-detail visual twins (:data:`LOD_GROUP`) that ``CameraRenderer(lod=True)``
+    draws; the physics is the same as without them (tests/test_render_lod.py steps both)."""
+    spec = build_scene_spec(decimate=decimate, kp=kp, kv=kv, lod=lod)
     with _no_empty_prefix_warning():
         return spec.compile()
 
@@ -654,6 +795,31 @@ def _close_live_renderers() -> None:
         renderer.close()
 
 
+#: Table render grid (m) of the low-detail renderer. The plane's third size value is only MuJoCo's
+#: grid spacing for drawing (lighting is computed at the grid's vertices); model/scene.xml's
+#: 0.01 m is ~160 x 160 quads, ~7 ms for 3 cameras at 96x96 on llvmpipe, 0.2 m ~1 ms
+#: (shared/notes/peers-and-rendering.md, December 2026). 0.1 m (16 x 16 quads) keeps the light
+#: pools closer to the detailed look (mean pixel difference 2.9 against 6.3 at 0.2, with LOD meshes).
+LOD_TABLE_GRID = 0.1
+
+
+@contextlib.contextmanager
+def _context_settings(model: mujoco.MjModel, height: int, width: int, grid: float | None):
+    """Within the block, the model's offscreen buffer is ``height`` x ``width`` and (unless ``grid``
+    is None) the ``table`` plane's render grid is ``grid``; both are restored after. A GL context
+    copies them when it is made: a buffer the size of the image draws the same pixels as the
+    scene's 640 x 480 one and saves clearing the rest (~0.1 ms a camera at 96x96 on llvmpipe)."""
+    g, table = model.vis.global_, model.geom("table").id
+    old = (g.offwidth, g.offheight, float(model.geom_size[table, 2]))
+    g.offwidth, g.offheight = int(width), int(height)
+    if grid is not None:
+        model.geom_size[table, 2] = grid
+    try:
+        yield
+    finally:
+        g.offwidth, g.offheight, model.geom_size[table, 2] = old
+
+
 class CameraRenderer:
     """Offscreen renderer for the scene's cameras, cheap on software GL.
 
@@ -661,21 +827,48 @@ class CameraRenderer:
     shadows, reflections and multisampling are switched off; their cost dominates llvmpipe's
     frame time. ``fast=False`` keeps MuJoCo's defaults (the "naive" renderer of the benchmark).
 
+    With ``lod=True`` it draws the low-detail visual meshes (geom group :data:`LOD_GROUP`, which
+    ``load_model(lod=True)`` adds) instead of the detailed ones (group 2), and builds its GL context
+    with the table's render grid at :data:`LOD_TABLE_GRID` (MuJoCo bakes a plane's grid into the
+    context when the context is made; physics never reads that value).
+
+    Its GL offscreen buffer is the image's size: the same pixels as the scene's 640 x 480 buffer,
+    without clearing the rest of it for every frame.
+
     Args:
         model: compiled scene (its ``vis.quality.offsamples`` is set to 0 when fast).
-        height, width: pixels; at most the model's offscreen buffer (640x480).
+        height, width: pixels of one image; at most the model's offscreen buffer (480 x 640).
+        fast: None = fast on software GL; True/False to force.
+        lod: draw the low-detail meshes (for small images, :func:`use_lod`).
+
+    Raises:
+        ValueError: ``lod=True`` with a model that has no geoms in :data:`LOD_GROUP`, or an image
+            larger than the model's offscreen buffer (``<global offwidth offheight>``).
     """
 
-    def __init__(self, model: mujoco.MjModel, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE, fast: bool | None = None):
+    def __init__(self, model: mujoco.MjModel, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE,
+                 fast: bool | None = None, lod: bool = False):
         self.fast = mujoco_rendering.is_software_gl() if fast is None else fast
+        self.lod = bool(lod)
+        self.height, self.width = int(height), int(width)
+        if self.lod and not np.any(model.geom_group == LOD_GROUP):
+            raise ValueError(f"CameraRenderer(lod=True) needs a model built with load_model(lod=True) "
+                             f"(no geoms in LOD group {LOD_GROUP})")
+        if not (1 <= height <= model.vis.global_.offheight and 1 <= width <= model.vis.global_.offwidth):
+            raise ValueError(f"CameraRenderer: {height}x{width} (height x width) exceeds the scene's offscreen "
+                             f"buffer {model.vis.global_.offheight}x{model.vis.global_.offwidth}")
         if self.fast:
             model.vis.quality.offsamples = 0
-        self._renderer = mujoco.Renderer(model, height, width)
+        with _context_settings(model, self.height, self.width, LOD_TABLE_GRID if self.lod else None):
+            self._renderer = mujoco.Renderer(model, self.height, self.width)
         if self.fast:
             flags = self._renderer.scene.flags
             flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
         self._option = mujoco.MjvOption()
+        if self.lod:
+            self._option.geomgroup[2] = 0
+            self._option.geomgroup[LOD_GROUP] = 1
         _LIVE_RENDERERS.add(self)
         global _ATEXIT_REGISTERED
         if not _ATEXIT_REGISTERED:
@@ -687,9 +880,36 @@ class CameraRenderer:
         self._renderer.update_scene(data, camera=camera, scene_option=self._option)
         return self._renderer.render().copy()
 
+    def mesh_triangles(self) -> int:
+        """Triangles of the mesh geoms this renderer draws in every frame (its geom groups), before
+        view-frustum clipping: the number that sets a frame's cost on a software rasterizer."""
+        m = self._renderer.model
+        shown = np.asarray(self._option.geomgroup, bool)[np.clip(m.geom_group, 0, len(self._option.geomgroup) - 1)]
+        drawn = (m.geom_type == mujoco.mjtGeom.mjGEOM_MESH) & shown & (m.geom_rgba[:, 3] > 0)
+        return int(m.mesh_facenum[m.geom_dataid[drawn]].sum())
+
+    def render_segmentation(self, data: mujoco.MjData, camera: str | int) -> np.ndarray:
+        """Which geom each pixel shows, as drawn by :meth:`render` (same geom groups): a new
+        (height, width) int32 array of geom ids, -1 where no geom is seen (background).
+        """
+        self._renderer.enable_segmentation_rendering()
+        try:
+            self._renderer.update_scene(data, camera=camera, scene_option=self._option)
+            seg = self._renderer.render()
+        finally:
+            self._renderer.disable_segmentation_rendering()
+        return np.where(seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM, seg[..., 0], -1).astype(np.int32)
+
     def close(self) -> None:
-        """Free the GL context (call before exit; avoids EGL teardown tracebacks)."""
+        """Free the GL context (call before exit; avoids EGL teardown tracebacks).
+
+        MuJoCo's ``Renderer.close`` frees the GL objects of whichever context is current, so this
+        makes its own context current first: closing one renderer (an env's, a test's) used to
+        delete the textures and buffers of another live one, whose frames then came out as noise."""
         if self._renderer is not None:
+            gl = getattr(self._renderer, "_gl_context", None)
+            if gl is not None:
+                gl.make_current()
             self._renderer.close()
             self._renderer = None
 

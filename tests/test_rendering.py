@@ -56,3 +56,21 @@ def test_fast_renderer_turns_off_shadows_and_multisampling_and_still_draws_the_s
     img = r.render(data, "camera_side")
     assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and img.std() > 5
     r.close()
+
+
+def test_closing_one_renderer_leaves_the_others_frames_intact():
+    """MuJoCo's Renderer.close frees the GL objects of whichever context is current; CameraRenderer
+    makes its own current first (before, closing one env's renderer turned another's frames into
+    noise: mean pixel difference ~85)."""
+    model = u.load_model()
+    data = mujoco.MjData(model)
+    ids = u.SceneIds.from_model(model)
+    u.reset_scene(model, data, ids, u.BLOCK_DEFAULT_POS)
+    first, second = u.CameraRenderer(model, 64, 64), u.CameraRenderer(model, 64, 64)
+    before = second.render(data, "camera_side")
+    first.render(data, "camera_side")
+    second.render(data, "camera_side")  # the second renderer's context is the current one
+    first.close()
+    np.testing.assert_array_equal(second.render(data, "camera_side"), before)
+    second.close()
+
