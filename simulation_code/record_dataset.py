@@ -574,38 +574,44 @@ class Recorder:
 def record_scripted(rec: Recorder, env) -> None:
     """Scripted expert: reset with a fresh seed, act until success (+ POST_SUCCESS_STEPS, scaled to
     ``--fps``) or ``--max-steps``, one frame per control step; keep successful episodes (all with
-    --keep-failed)."""
+    --keep-failed). Ends with one line: episodes saved and failed episodes discarded this run."""
     from so101_sim.scripted_expert import ScriptedExpert
 
     args = rec.args
     expert = ScriptedExpert(env.unwrapped.model, control_hz=env.unwrapped.control_hz)
     post_success = steps_at(POST_SUCCESS_STEPS, args.fps)
-    attempts = 0
-    while rec.saved_this_run < args.num_episodes:
-        if attempts >= 3 * args.num_episodes + 10:
-            raise RuntimeError(f"the scripted expert failed too often ({attempts} attempts for "
-                               f"{rec.saved_this_run} successes); check the scene")
-        attempts += 1
-        seed = rec.next_seed()
-        obs, info = env.reset(seed=seed)
-        expert.reset()
-        frames, steps, success_step = 0, 0, None
-        while steps < args.max_steps and (success_step is None or steps - success_step < post_success):
-            if rec.stop.requested:
-                return
-            frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
-            stored, target = executable_action(expert.act_in_env(env))
-            obs, _, _, _, info = env.step(target)
-            steps += 1
-            if info["is_success"] and success_step is None:
-                success_step = steps
-            rec.add_frame(frame_q, frame_obs, stored, seed)
-            frames += 1
-        success = success_step is not None
-        if success or args.keep_failed:
-            rec.save(seed, success, frames)
-        else:
-            rec.discard(f"seed {seed}: the expert did not succeed in {args.max_steps} steps")
+    attempts = discarded = 0
+    try:
+        while rec.saved_this_run < args.num_episodes:
+            if attempts >= 3 * args.num_episodes + 10:
+                raise RuntimeError(f"the scripted expert failed too often ({attempts} attempts for "
+                                   f"{rec.saved_this_run} successes); check the scene")
+            attempts += 1
+            seed = rec.next_seed()
+            obs, info = env.reset(seed=seed)
+            expert.reset()
+            frames, steps, success_step = 0, 0, None
+            while steps < args.max_steps and (success_step is None or steps - success_step < post_success):
+                if rec.stop.requested:
+                    return
+                frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
+                stored, target = executable_action(expert.act_in_env(env))
+                obs, _, _, _, info = env.step(target)
+                steps += 1
+                if info["is_success"] and success_step is None:
+                    success_step = steps
+                rec.add_frame(frame_q, frame_obs, stored, seed)
+                frames += 1
+            success = success_step is not None
+            if success or args.keep_failed:
+                rec.save(seed, success, frames)
+            else:
+                discarded += 1
+                rec.discard(f"seed {seed}: the expert did not succeed in {args.max_steps} steps")
+    finally:
+        keep = "failed episodes kept: --keep-failed" if args.keep_failed else "--keep-failed keeps them"
+        print(f"[record] scripted: {rec.saved_this_run} episodes saved, {discarded} failed episodes discarded "
+              f"({attempts} attempts; {keep})", flush=True)
 
 
 def record_teleop(rec: Recorder, env, source, realtime: bool = True) -> None:
