@@ -19,19 +19,22 @@ from so101_sim.lerobot_env import AGENT_POS, PIXELS
 
 def parse_cameras(spec: str) -> dict[str, str]:
     """``"front=camera_up,wrist=wrist_camera"`` -> ``{"front": "camera_up", "wrist": "wrist_camera"}``
-    (image name -> MuJoCo camera or sim key camera1|2|3); ``""`` -> {} (no images).
+    (image name -> MuJoCo camera; sim keys camera1|2|3 are resolved), the parser of
+    ``record_dataset.py --cameras`` (cli_args.camera_names); ``""`` -> {} (no images).
 
     Raises:
-        ValueError: an entry without ``=`` (names it and the syntax).
+        ValueError: a malformed entry, a repeated name or an unknown camera (names it).
     """
-    out = {}
-    for item in filter(None, (p.strip() for p in spec.split(","))):
-        if "=" not in item:
-            raise ValueError(f"--env.cameras entry {item!r} must look like <image name>=<sim camera>, "
-                             f"e.g. front=camera_up; sim cameras: {', '.join(u.CAMERAS.values())}")
-        name, cam = (x.strip() for x in item.split("=", 1))
-        out[name] = cam
-    return out
+    import argparse
+
+    from so101_sim import cli_args
+
+    if not spec.strip():
+        return {}
+    try:
+        return cli_args.camera_names(spec)
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--env.cameras: {e}") from None
 
 
 #: ``--env.cameras`` default: the sim's three cameras under their own names (this repo's datasets).
