@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers (the fault tests spend much of their time starting subprocesses).
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo demo-expert test bench clean
+.PHONY: install demo demo-vision demo-expert test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -25,7 +25,14 @@ demo: install
 		--episodes 10 --seed 0 --headless --video-dir ../outputs/demo/videos --summary-json ../outputs/demo/summary.json \
 		--report ../outputs/demo/report
 
-# The scripted IK expert (100% on seeds 0-49, benchmarks/bench_expert.py).
+# The shipped image policy (cameras + joint state only, trained by stock lerobot-train; benchmarks/vision_bc.py)
+# on 10 held-out episodes, with videos and a report.
+demo-vision: install
+	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type lerobot --policy-path checkpoints/vision_bc \
+		--episodes 10 --seed 0 --headless --video-dir ../outputs/demo_vision/videos \
+		--summary-json ../outputs/demo_vision/summary.json --report ../outputs/demo_vision/report
+
+# The scripted planning expert (500/500 fresh seeds, benchmarks/bench_expert.py).
 demo-expert: install
 	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type scripted --episodes 10 --seed 0 \
 		--headless --video-dir ../outputs/demo_expert/videos --summary-json ../outputs/demo_expert/summary.json

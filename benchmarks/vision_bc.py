@@ -17,8 +17,10 @@ re-evaluated):
 3. evaluate the checkpoint on ``--eval-episodes`` held-out seeds with ``run_mujoco_simulation.py
    --model-type lerobot``, and the first ``--lerobot-eval-episodes`` of them with ``lerobot-eval
    --env.type=so101_pickplace`` (a deterministic policy gives the same outcomes in both);
-4. print a table and write ``OUT/results.json``; ``--ship DIR`` copies the checkpoint there (a
-   LeRobot ``pretrained_model`` directory plus so101_policy_meta.json; SmolVLA with its ``vlm/``).
+   Both evaluate ``OUT/policy``: the checkpoint's LeRobot ``pretrained_model`` files (weights in
+   ``--weights-dtype``) plus so101_policy_meta.json, and SmolVLA's ``vlm/``;
+4. print a table and write ``OUT/results.json``; ``--ship DIR`` copies ``OUT/policy`` there with the
+   results as ``vision_bc_results.json``.
 """
 
 from __future__ import annotations
@@ -55,13 +57,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cameras", default="camera1=camera_up,camera2=wrist_camera", help="dataset camera = sim camera")
     p.add_argument("--steps", type=int, default=2000, help="lerobot-train steps")
     p.add_argument("--batch-size", type=int, default=16, help="lerobot-train batch size")
+    p.add_argument("--num-workers", type=int, default=1,
+                   help="lerobot-train data-loader workers (video decoding; 1 overlaps it with the update on 2 cores)")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="learning rate (ACT: transformer and backbone; LeRobot's ACT default 1e-5 is for a "
+                        "pretrained backbone; SmolVLA: peak of its cosine schedule, warm-up steps/20, decayed to lr/10 at --steps)")
     p.add_argument("--chunk-size", type=int, default=20, help="policy chunk_size (actions predicted per inference)")
     p.add_argument("--n-action-steps", type=int, default=10, help="policy n_action_steps (actions executed per chunk)")
     p.add_argument("--dim-model", type=int, default=256, help="ACT: transformer width")
+    p.add_argument("--vlm-hidden", type=int, default=256, help="SmolVLA: the local SmolVLM's language-model width")
+    p.add_argument("--vlm-layers", type=int, default=4, help="SmolVLA: language-model layers (all used)")
+    p.add_argument("--vision-hidden", type=int, default=128, help="SmolVLA: the SigLIP encoder's width (2 layers)")
     p.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes in our runner")
     p.add_argument("--lerobot-eval-episodes", type=int, default=20, help="of those, run again in lerobot-eval")
     p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
-    p.add_argument("--ship", type=Path, default=None, help="copy the trained pretrained_model directory here")
+    p.add_argument("--weights-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of the packaged weights (bfloat16 halves the folder; evaluated as packaged)")
+    p.add_argument("--ship", type=Path, default=None,
+                   help="copy the evaluated policy folder (OUT/policy) and results.json here")
     args = p.parse_args(argv)
     if args.policy == "smolvla" and args.image_size % 32:  # SmolVLM: 16 px patches, pixel shuffle by 2
         p.error(f"--policy smolvla needs --image-size a multiple of 32 (got {args.image_size})")
@@ -82,19 +95,23 @@ def run(cmd: list[str], log: Path) -> float:
 def policy_flags(args, out: Path) -> list[str]:
     """lerobot-train's ``--policy.*`` flags for ``args.policy`` (CPU sizes)."""
     common = [f"--policy.chunk_size={args.chunk_size}", f"--policy.n_action_steps={args.n_action_steps}",
-              "--policy.push_to_hub=false", "--policy.device=cpu"]
+              "--policy.push_to_hub=false", "--policy.device=cpu", f"--policy.optimizer_lr={args.lr}"]
     if args.policy == "act":
         return ["--policy.type=act", f"--policy.dim_model={args.dim_model}", "--policy.n_heads=8",
                 f"--policy.dim_feedforward={4 * args.dim_model}", "--policy.n_encoder_layers=2",
-                "--policy.n_decoder_layers=1", "--policy.pretrained_backbone_weights=null", *common]
+                "--policy.n_decoder_layers=1", "--policy.pretrained_backbone_weights=null",
+                f"--policy.optimizer_lr_backbone={args.lr}", *common]
     from so101_sim.make_tiny_policies import build_tiny_smolvlm
 
     vlm = out / "vlm"
     if not (vlm / "config.json").is_file():
-        build_tiny_smolvlm(vlm, image_size=args.image_size)
+        build_tiny_smolvlm(vlm, image_size=args.image_size, hidden=args.vlm_hidden, layers=args.vlm_layers,
+                           vision_hidden=args.vision_hidden, vision_layers=2)
     return ["--policy.type=smolvla", f"--policy.vlm_model_name={vlm}", "--policy.load_vlm_weights=false",
-            "--policy.num_vlm_layers=4", f"--policy.resize_imgs_with_padding=[{args.image_size},{args.image_size}]",
-            "--policy.train_expert_only=false", "--policy.freeze_vision_encoder=false", *common]
+            f"--policy.num_vlm_layers={args.vlm_layers}", f"--policy.resize_imgs_with_padding=[{args.image_size},{args.image_size}]",
+            "--policy.train_expert_only=false", "--policy.freeze_vision_encoder=false",
+            f"--policy.scheduler_warmup_steps={max(1, args.steps // 20)}", f"--policy.scheduler_decay_steps={args.steps}",
+            f"--policy.scheduler_decay_lr={args.lr / 10}", *common]
 
 
 def evaluate(args, ckpt: Path, out: Path, times: dict) -> tuple[dict, dict]:
@@ -117,16 +134,27 @@ def evaluate(args, ckpt: Path, out: Path, times: dict) -> tuple[dict, dict]:
     return ours, theirs
 
 
-def ship(ckpt: Path, dest: Path, args) -> None:
-    """Copy the checkpoint (and SmolVLA's vlm/ folder) to ``dest`` with the metadata our runner reads."""
+def package(ckpt: Path, dest: Path, args) -> None:
+    """Write the deployable policy folder ``dest`` from the lerobot-train checkpoint ``ckpt``: its
+    ``pretrained_model`` files (weights cast to ``--weights-dtype``; LeRobot loads them into its
+    float32 parameters), SmolVLA's ``vlm/`` folder (config.vlm_model_name points at it), and the
+    so101_policy_meta.json our runner reads (frame, camera map, task). Both evaluators run this
+    folder, so the reported success is that of the files shipped."""
     from so101_sim import so101_mujoco_utils as u
     from so101_sim import vla_frames
 
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("train_config.json"))
+    if args.weights_dtype != "float32":
+        import torch
+        from safetensors.torch import load_file, save_file
+
+        weights = load_file(dest / "model.safetensors")
+        save_file({k: (v.to(getattr(torch, args.weights_dtype)) if v.is_floating_point() else v)
+                   for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
     cams = dict(item.split("=", 1) for item in args.cameras.split(","))
-    extra = {}
+    extra = {"weights_dtype": args.weights_dtype}
     if args.policy == "smolvla":
         shutil.copytree(args.out / "vlm", dest / "vlm")
         cfg = json.loads((dest / "config.json").read_text())
@@ -159,17 +187,24 @@ def main(argv=None) -> None:
         stages.set_postfix_str(f"lerobot-train {args.policy} {args.steps} steps (progress: {train.parent / 'train.log'})")
         times["train_s"] = run([str(BIN / "lerobot-train"), f"--dataset.repo_id={REPO_ID}", f"--dataset.root={data}",
                                 *policy_flags(args, out), f"--steps={args.steps}", f"--batch_size={args.batch_size}",
-                                "--num_workers=0", f"--save_freq={args.steps}", "--log_freq=100", "--seed=1",
+                                f"--num_workers={args.num_workers}", f"--save_freq={args.steps}", "--log_freq=100", "--seed=1",
                                 "--wandb.enable=false", f"--output_dir={train}"], out / "train.log")
     stages.update()
+    policy = out / "policy"
+    if not (policy / "so101_policy_meta.json").is_file():
+        package(ckpt, policy, args)
     stages.set_postfix_str("evaluating")
-    ours, theirs = evaluate(args, ckpt, out, times)
+    ours, theirs = evaluate(args, policy, out, times)
     stages.update()
     stages.close()
     report(args, ours, theirs, times, out)
     if args.ship:
-        ship(ckpt, args.ship.resolve(), args)
-        print(f"shipped -> {args.ship}")
+        dest = args.ship.resolve()
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(policy, dest)
+        shutil.copy(out / "results.json", dest / "vision_bc_results.json")
+        print(f"shipped {policy} -> {args.ship} (with vision_bc_results.json)")
 
 
 def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
@@ -191,7 +226,7 @@ def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
     results = {"args": {k: str(v) for k, v in vars(args).items()}, "times_s": times,
                "ours": {"success_rate": ours["success_rate"], "ci95": ours["success_rate_ci95"],
                         "mean_return": ours["mean_return"], "seeds": ours["seeds"],
-                        "success": [e["success"] for e in eps]},
+                        "success": [e["success"] for e in eps], "returns": [e["return"] for e in eps]},
                "lerobot_eval": {"success": theirs.get("successes"), "returns": theirs.get("sum_rewards"), "agree": agree}}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -76,12 +76,17 @@ def _train_bpe(specials: list[str], vocab: int = TINY_TOKENIZER_VOCAB):
     return tok
 
 
-def build_tiny_smolvlm(out_dir: Path, image_size: int = TINY_IMAGE) -> Path:
-    """Write a tiny SmolVLM folder (config, tokenizer, processor; no weights) usable as
+def build_tiny_smolvlm(out_dir: Path, image_size: int = TINY_IMAGE, hidden: int = 64, layers: int = 4,
+                       vision_hidden: int = 32, vision_layers: int = 1) -> Path:
+    """Write a small SmolVLM folder (config, tokenizer, processor; no weights) usable as
     ``SmolVLAConfig.vlm_model_name`` with ``load_vlm_weights=False``.
 
-    SmolVLA reads ``fake_image_token_id``/``global_image_token_id`` from the tokenizer, so they are
-    declared as extra special tokens. Returns ``out_dir``.
+    ``image_size`` (pixels, square; a multiple of 32: 16 px patches, pixel shuffle by 2); ``hidden``
+    and ``layers``: the language model's width and depth (SmolVLA's action expert is
+    ``expert_width_multiplier`` x ``hidden`` wide); ``vision_hidden``/``vision_layers``: the
+    SigLIP encoder's. The defaults are the test-sized model; benchmarks/vision_bc.py builds a
+    larger one to learn. SmolVLA reads ``fake_image_token_id``/``global_image_token_id`` from the
+    tokenizer, so they are declared as extra special tokens. Returns ``out_dir``.
     """
     from transformers import (LlamaConfig, PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor,
                               SmolVLMProcessor, SmolVLMVideoProcessor)
@@ -102,12 +107,13 @@ def build_tiny_smolvlm(out_dir: Path, image_size: int = TINY_IMAGE) -> Path:
     vid_proc = SmolVLMVideoProcessor(size={"longest_edge": image_size}, max_image_size={"longest_edge": image_size})
     SmolVLMProcessor(image_processor=img_proc, tokenizer=tok, video_processor=vid_proc,
                      image_seq_len=((image_size // patch) ** 2) // scale**2, chat_template=None).save_pretrained(out_dir)
-    hidden, heads = 64, 4
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=4,
+    heads = 4
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                        num_attention_heads=heads, num_key_value_heads=2, head_dim=hidden // heads,
                        max_position_embeddings=1024, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                        eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
-    vision = SmolVLMVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+    vision = SmolVLMVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
+                                 num_hidden_layers=vision_layers, num_attention_heads=2,
                                  image_size=image_size, patch_size=patch)
     SmolVLMConfig(vision_config=vision.to_dict(), text_config=text.to_dict(), scale_factor=scale,
                   image_token_id=tok.convert_tokens_to_ids("<image>"),

@@ -1,0 +1,86 @@
+"""benchmarks/vision_bc.py's pieces that decide what is trained and shipped: the lerobot-train
+flags, the SmolVLM sizing and the policy folder both evaluators run (issue 16 items 3-4). The
+full record -> lerobot-train -> evaluate pipeline is exercised by tests/test_record_train.py and
+tests/test_lerobot_plugin.py; the shipped checkpoints by tests/test_shipped_vision.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _vision_bc():
+    spec = importlib.util.spec_from_file_location("vision_bc", REPO / "benchmarks" / "vision_bc.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_smolvla_image_size_must_be_patchable(capsys):
+    vbc = _vision_bc()
+    with pytest.raises(SystemExit) as e:
+        vbc.parse_args(["--policy", "smolvla", "--image-size", "48"])
+    assert e.value.code == 2
+    assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_act_flags_set_both_learning_rates(tmp_path):
+    vbc = _vision_bc()
+    args = vbc.parse_args(["--policy", "act", "--lr", "3e-4", "--chunk-size", "16", "--n-action-steps", "4"])
+    flags = vbc.policy_flags(args, tmp_path)
+    assert "--policy.optimizer_lr=0.0003" in flags and "--policy.optimizer_lr_backbone=0.0003" in flags
+    assert "--policy.chunk_size=16" in flags and "--policy.n_action_steps=4" in flags
+    assert "--policy.pretrained_backbone_weights=null" in flags  # no download offline
+
+
+def test_smolvla_flags_build_the_sized_backbone_and_schedule(tmp_path):
+    vbc = _vision_bc()
+    args = vbc.parse_args(["--policy", "smolvla", "--steps", "400", "--lr", "2e-4", "--vlm-hidden", "96",
+                           "--vlm-layers", "2", "--vision-hidden", "48", "--image-size", "64"])
+    flags = vbc.policy_flags(args, tmp_path)
+    assert "--policy.scheduler_warmup_steps=20" in flags and "--policy.scheduler_decay_steps=400" in flags
+    assert "--policy.scheduler_decay_lr=2e-05" in flags and "--policy.num_vlm_layers=2" in flags
+    cfg = json.loads((tmp_path / "vlm" / "config.json").read_text())
+    assert cfg["text_config"]["hidden_size"] == 96 and cfg["text_config"]["num_hidden_layers"] == 2
+    assert cfg["vision_config"]["hidden_size"] == 48 and cfg["vision_config"]["image_size"] == 64
+
+
+def _fake_checkpoint(root: Path) -> Path:
+    ckpt = root / "ckpt"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.linspace(-1, 1, 1000).reshape(10, 100) / 3.0, "steps": torch.arange(5)},
+              ckpt / "model.safetensors")
+    (ckpt / "config.json").write_text(json.dumps({"type": "smolvla", "vlm_model_name": "/abs/elsewhere/vlm"}))
+    (ckpt / "train_config.json").write_text("{}")
+    return ckpt
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_package_writes_what_the_runner_reads(tmp_path, dtype):
+    vbc = _vision_bc()
+    ckpt = _fake_checkpoint(tmp_path)
+    args = vbc.parse_args(["--policy", "smolvla", "--out", str(tmp_path), "--weights-dtype", dtype,
+                           "--cameras", "camera1=camera_up,camera2=wrist_camera"])
+    args.out = tmp_path
+    (tmp_path / "vlm").mkdir()
+    (tmp_path / "vlm" / "config.json").write_text("{}")
+    dest = tmp_path / "policy"
+    vbc.package(ckpt, dest, args)
+    original, packed = load_file(ckpt / "model.safetensors"), load_file(dest / "model.safetensors")
+    assert packed["w"].dtype == getattr(torch, dtype)
+    assert torch.equal(packed["w"].float(), original["w"].to(getattr(torch, dtype)).float())
+    assert packed["steps"].dtype == torch.int64 and torch.equal(packed["steps"], original["steps"])
+    assert not (dest / "train_config.json").exists()  # holds absolute paths of this machine
+    assert json.loads((dest / "config.json").read_text())["vlm_model_name"] == "vlm"
+    assert (dest / "vlm" / "config.json").is_file()
+    meta = json.loads((dest / "so101_policy_meta.json").read_text())
+    assert meta["frame"] == "lerobot_degrees" and meta["weights_dtype"] == dtype
+    assert sorted(meta["camera_map"].values()) == ["observation.images.camera1", "observation.images.camera2"]
+    assert meta["cameras"] == {"camera1": "camera_up", "camera2": "wrist_camera"}
