@@ -190,9 +190,9 @@ def main(argv=None) -> None:
                                 f"--num_workers={args.num_workers}", f"--save_freq={args.steps}", "--log_freq=100", "--seed=1",
                                 "--wandb.enable=false", f"--output_dir={train}"], out / "train.log")
     stages.update()
-    policy = out / "policy"
-    if not (policy / "so101_policy_meta.json").is_file():
-        package(ckpt, policy, args)
+    policy, meta = out / "policy", out / "policy" / "so101_policy_meta.json"
+    if not meta.is_file() or json.loads(meta.read_text()).get("weights_dtype") != args.weights_dtype:
+        package(ckpt, policy, args)  # (re)packaged when missing or packaged in another --weights-dtype
     stages.set_postfix_str("evaluating")
     ours, theirs = evaluate(args, policy, out, times)
     stages.update()
