@@ -7,7 +7,8 @@
 Steps, each skipped when its output already exists in ``--out`` (so a run can be resumed or
 re-evaluated):
 
-1. record ``--demos`` scripted demonstrations (demonstration seeds, successful episodes only) with
+1. record ``--demos`` scripted demonstrations (demonstration seeds, successful episodes only;
+   ``--demo-noise``: DART noise on the executed targets, clean labels) with
    ``observation.state`` + the ``--cameras`` images as the only policy inputs (no
    ``observation.environment_state``): ``record_dataset.py --input scripted``;
 2. train with the stock ``lerobot-train`` CLI: ``--policy act`` (LeRobot's ACT, ResNet18 from
@@ -18,7 +19,9 @@ re-evaluated):
    --model-type lerobot``, and the first ``--lerobot-eval-episodes`` of them with ``lerobot-eval
    --env.type=so101_pickplace`` (a deterministic policy gives the same outcomes in both);
    Both evaluate ``OUT/policy``: the checkpoint's LeRobot ``pretrained_model`` files (weights in
-   ``--weights-dtype``) plus so101_policy_meta.json, and SmolVLA's ``vlm/``;
+   ``--weights-dtype``) plus so101_policy_meta.json, and SmolVLA's ``vlm/``. With
+   ``--dagger-rounds K``, K DAgger rounds (:func:`dagger_round`) come first: the policy's own
+   rollouts, labelled by the expert, are added to the data and the policy is fine-tuned on all;
 4. print a table and write ``OUT/results.json``; ``--ship DIR`` copies ``OUT/policy`` there with the
    results as ``vision_bc_results.json``.
 """
@@ -53,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "vision_bc", help="output folder")
     p.add_argument("--demos", type=int, default=50, help="scripted demonstrations to record")
     p.add_argument("--demo-seed", type=int, default=u.SEED_RANGES["demonstrations"][0], help="first demonstration seed")
+    p.add_argument("--demo-noise", type=float, default=0.0, metavar="RAD",
+                   help="DART: record_dataset.py --expert-noise, the std (radians) of correlated noise on the arm "
+                        "targets the demonstrations execute; labels stay the expert's clean targets (0 = none)")
     p.add_argument("--image-size", type=int, default=64, help="camera images (pixels, square)")
     p.add_argument("--cameras", default="camera1=camera_up,camera2=wrist_camera", help="dataset camera = sim camera")
     p.add_argument("--steps", type=int, default=2000, help="lerobot-train steps")
@@ -68,6 +74,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vlm-hidden", type=int, default=256, help="SmolVLA: the local SmolVLM's language-model width")
     p.add_argument("--vlm-layers", type=int, default=4, help="SmolVLA: language-model layers (all used)")
     p.add_argument("--vision-hidden", type=int, default=128, help="SmolVLA: the SigLIP encoder's width (2 layers)")
+    p.add_argument("--dagger-rounds", type=int, default=0,
+                   help="DAgger rounds after behaviour cloning: each records --dagger-episodes rollouts of the current "
+                        "policy labelled by the expert (record_dataset.py --student), adds them to the data and "
+                        "fine-tunes the policy on all of it for --dagger-steps lerobot-train steps (0 = none)")
+    p.add_argument("--dagger-episodes", type=int, default=100, help="student rollouts recorded per DAgger round")
+    p.add_argument("--dagger-steps", type=int, default=1000, help="lerobot-train steps per DAgger round")
     p.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes in our runner")
     p.add_argument("--lerobot-eval-episodes", type=int, default=20, help="of those, run again in lerobot-eval")
     p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
@@ -112,6 +124,43 @@ def policy_flags(args, out: Path) -> list[str]:
             "--policy.train_expert_only=false", "--policy.freeze_vision_encoder=false",
             f"--policy.scheduler_warmup_steps={max(1, args.steps // 20)}", f"--policy.scheduler_decay_steps={args.steps}",
             f"--policy.scheduler_decay_lr={args.lr / 10}", *common]
+
+
+def train_cmd(args, data: Path, flags: list[str], steps: int, train: Path) -> list[str]:
+    """The stock ``lerobot-train`` command: ``flags`` (the policy's), ``steps`` at ``--batch-size``,
+    one checkpoint at the end, into ``train``."""
+    return [str(BIN / "lerobot-train"), f"--dataset.repo_id={REPO_ID}", f"--dataset.root={data}", *flags,
+            f"--steps={steps}", f"--batch_size={args.batch_size}", f"--num_workers={args.num_workers}",
+            f"--save_freq={steps}", "--log_freq=100", "--seed=1", "--wandb.enable=false", f"--output_dir={train}"]
+
+
+def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
+    """DAgger round ``r``: record ``--dagger-episodes`` rollouts of ``student`` (a pretrained_model
+    folder) on the next demonstration seeds, each state labelled by the scripted expert
+    (``record_dataset.py --student``), appended to ``data``; then fine-tune ``student`` on all of
+    ``data`` with ``lerobot-train --policy.path`` for ``--dagger-steps`` steps (its learning rate
+    ``--lr``; SmolVLA's cosine schedule scaled to those steps). Each half is skipped when done
+    (``OUT/dagger{r}/recorded.json``, the checkpoint). Returns the new pretrained_model folder."""
+    here = args.out / f"dagger{r}"
+    here.mkdir(exist_ok=True)
+    done = here / "recorded.json"
+    if not done.is_file():
+        times[f"dagger{r}_record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted",
+                                            "--output-dir", str(data), "--resume", "--student", str(student),
+                                            "--num-episodes", str(args.dagger_episodes), "--image-size", str(args.image_size),
+                                            "--cameras", args.cameras, "--repo-id", REPO_ID], here / "record.log")
+        done.write_text(json.dumps({"student": str(student), "episodes": args.dagger_episodes}) + "\n")
+    ckpt = here / "train" / "checkpoints" / f"{args.dagger_steps:06d}" / "pretrained_model"
+    if not ckpt.is_dir():
+        flags = [f"--policy.path={student}", "--policy.push_to_hub=false", "--policy.device=cpu",
+                 f"--policy.optimizer_lr={args.lr}"]
+        if args.policy == "act":
+            flags.append(f"--policy.optimizer_lr_backbone={args.lr}")
+        else:
+            flags += [f"--policy.scheduler_warmup_steps={max(1, args.dagger_steps // 20)}",
+                      f"--policy.scheduler_decay_steps={args.dagger_steps}", f"--policy.scheduler_decay_lr={args.lr / 10}"]
+        times[f"dagger{r}_train_s"] = run(train_cmd(args, data, flags, args.dagger_steps, here / "train"), here / "train.log")
+    return ckpt
 
 
 def evaluate(args, ckpt: Path, out: Path, times: dict) -> tuple[dict, dict]:
@@ -181,15 +230,15 @@ def main(argv=None) -> None:
         times["record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted", "--output-dir",
                                  str(data), "--num-episodes", str(args.demos), "--image-size", str(args.image_size),
                                  "--cameras", args.cameras, "--seed", str(args.demo_seed), "--repo-id", REPO_ID,
-                                 "--overwrite"], out / "record.log")
+                                 "--expert-noise", str(args.demo_noise), "--overwrite"], out / "record.log")
     stages.update()
     if not ckpt.is_dir():
         stages.set_postfix_str(f"lerobot-train {args.policy} {args.steps} steps (progress: {train.parent / 'train.log'})")
-        times["train_s"] = run([str(BIN / "lerobot-train"), f"--dataset.repo_id={REPO_ID}", f"--dataset.root={data}",
-                                *policy_flags(args, out), f"--steps={args.steps}", f"--batch_size={args.batch_size}",
-                                f"--num_workers={args.num_workers}", f"--save_freq={args.steps}", "--log_freq=100", "--seed=1",
-                                "--wandb.enable=false", f"--output_dir={train}"], out / "train.log")
+        times["train_s"] = run(train_cmd(args, data, policy_flags(args, out), args.steps, train), out / "train.log")
     stages.update()
+    for r in range(1, args.dagger_rounds + 1):
+        stages.set_postfix_str(f"DAgger round {r}/{args.dagger_rounds}")
+        ckpt = dagger_round(args, r, ckpt, data, times)
     policy, meta = out / "policy", out / "policy" / "so101_policy_meta.json"
     if not meta.is_file() or json.loads(meta.read_text()).get("weights_dtype") != args.weights_dtype:
         package(ckpt, policy, args)  # (re)packaged when missing or packaged in another --weights-dtype
@@ -214,7 +263,10 @@ def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
     agree = sum(abs(a["return"] - b) <= 1e-3 + 1e-4 * abs(b) and a["success"] == s
                 for a, b, s in zip(eps, theirs.get("sum_rewards", []), theirs.get("successes", [])))
     lo, hi = ours["success_rate_ci95"]
-    print(f"\n{args.policy}: {args.demos} demos, {args.steps} lerobot-train steps, {args.image_size} px, cameras {args.cameras}")
+    dagger = (f", then {args.dagger_rounds} DAgger round(s) of {args.dagger_episodes} rollouts + {args.dagger_steps} steps"
+              if args.dagger_rounds else "")
+    print(f"\n{args.policy}: {args.demos} demos (expert noise {args.demo_noise:g} rad), {args.steps} lerobot-train steps"
+          f"{dagger}, {args.image_size} px, cameras {args.cameras}")
     print(f"{'evaluator':40s} {'episodes':>8s} {'success':>8s} {'95% CI':>13s} {'mean return':>12s} {'wall s':>8s}")
     print(f"{'run_mujoco_simulation --model-type lerobot':40s} {len(eps):8d} {ours['success_rate']:8.0%} "
           f"{f'{lo:.0%}-{hi:.0%}':>13s} {ours['mean_return']:12.1f} {times.get('eval_ours_s', 0):8.0f}")

@@ -82,6 +82,13 @@ INPUTS = ("keyboard", "gamepad", "physical", "scripted")
 ROBOT_TYPE = "so_follower"
 #: Sidecar file (inside the dataset's meta/) with the unit convention, cameras and episode seeds.
 RECORDING_META = "meta/so101_recording.json"
+#: ``--expert-noise`` (DART, Laskey et al. 2017, "DART: Noise Injection for Robust Imitation
+#: Learning"): step-to-step correlation of the noise added to the executed arm targets. An AR(1)
+#: process n_t = rho n_(t-1) + sqrt(1 - rho^2) sigma e_t keeps its standard deviation sigma at any
+#: rho; 0.8 at 10 Hz (a time constant of ~0.45 s) makes sustained offsets, like a student's drift,
+#: rather than jitter the actuators filter out. Scaled to other ``--fps`` by rho ** (10 / fps).
+EXPERT_NOISE_RHO = 0.8
+
 #: Control steps at 10 Hz (0.5 s) a scripted episode keeps recording after the first success (the
 #: expert keeps lifting), so the data shows the block held rather than ending on the success frame;
 #: scaled to the same duration at other ``--fps`` (:func:`steps_at`).
@@ -551,6 +558,9 @@ class Recorder:
             index = self.ds.meta.total_episodes
             record = {"episode_index": index, "seed": seed, "success": bool(success),
                       "frames": frames, "input": self.args.input, "task": self.args.task}
+            if self.args.input == "scripted":
+                record["expert_noise_rad"] = float(self.args.expert_noise)  # DART; 0 = actions replay the states
+                record["executor"] = f"student {self.args.student}" if self.args.student else "expert"
 
             def sidecar(staging: Path) -> None:
                 write_recording_meta(staging, dict(self.meta, episodes=self.meta["episodes"] + [record]), self.args)
@@ -571,10 +581,72 @@ class Recorder:
         return seed
 
 
-def record_scripted(rec: Recorder, env) -> None:
+class ExpertNoise:
+    """DART noise for ``--expert-noise``: the env executes the expert's target plus correlated
+    Gaussian noise on the five arm joints (not the gripper), while the dataset stores the expert's
+    clean target as the ``action`` label. The expert reads the measured joints every step, so the
+    recorded states include drift away from its path and the labels say how to come back.
+
+    Args:
+        sigma: standard deviation of the noise, MuJoCo radians (0 = none).
+        fps: control rate, Hz (the correlation :data:`EXPERT_NOISE_RHO` is per 10 Hz step).
+        seed: the episode's reset seed: the same episode seed gives the same noise on every run.
+    """
+
+    def __init__(self, sigma: float, fps: float, seed: int):
+        self.sigma = float(sigma)
+        self.rho = EXPERT_NOISE_RHO ** (u.CONTROL_HZ / fps)
+        self.rng = np.random.default_rng([int(seed), 0xDA27])
+        self.n = np.zeros(u.GRIPPER_INDEX)
+
+    def apply(self, target_rad: np.ndarray) -> np.ndarray:
+        """The target to execute: ``target_rad`` (6,) MuJoCo radians plus this step's noise on the
+        arm joints, clipped to the joint limits."""
+        if self.sigma <= 0:
+            return target_rad
+        e = self.rng.standard_normal(self.n.shape)
+        self.n = self.rho * self.n + np.sqrt(1.0 - self.rho ** 2) * self.sigma * e
+        noisy = np.asarray(target_rad, dtype=np.float64).copy()
+        noisy[: u.GRIPPER_INDEX] += self.n
+        return u.clip_to_joint_limits(noisy)
+
+
+def load_student(args):
+    """The ``--student`` policy (DAgger): a LeRobot ``pretrained_model`` folder loaded as
+    ``run_mujoco_simulation.py --model-type lerobot`` loads it (policy_registry), checked to read
+    the observation this recording makes.
+
+    Returns:
+        a lerobot_policy.LeRobotPolicy: ``reset(seed)``, ``act(obs) -> (6,)`` MuJoCo radians.
+    Raises:
+        ValueError: the folder cannot be loaded, or its cameras, image size or control rate differ
+            from ``--cameras`` / ``--image-size`` / ``--fps`` (the message names both).
+    """
+    from so101_sim import policy_registry
+
+    try:
+        student = policy_registry.load_policy("lerobot", str(args.student))
+    except policy_registry.PolicySetupError as e:
+        raise ValueError(f"--student {args.student}: {e}") from e
+    s = student.setup
+    want = {"cameras": dict(args.cameras), "image size": tuple(u.image_hw(args.image_size)), "fps": float(args.fps)}
+    have = {"cameras": dict(s.cameras), "image size": tuple(s.image_hw or ()), "fps": float(s.control_hz)}
+    wrong = [f"{k} {have[k]} (this recording: {want[k]})" for k in want if have[k] != want[k]]
+    if wrong:
+        raise ValueError(f"--student {args.student} reads other observations: " + "; ".join(wrong)
+                         + ". Record with the student's --cameras/--image-size/--fps")
+    return student
+
+
+def record_scripted(rec: Recorder, env, student=None) -> None:
     """Scripted expert: reset with a fresh seed, act until success (+ POST_SUCCESS_STEPS, scaled to
     ``--fps``) or ``--max-steps``, one frame per control step; keep successful episodes (all with
-    --keep-failed). Ends with one line: episodes saved and failed episodes discarded this run."""
+    --keep-failed). With ``--expert-noise`` the env executes the expert's target plus noise and the
+    frame stores the clean target (:class:`ExpertNoise`). With a ``student`` (``--student``,
+    :func:`load_student`; DAgger) the env executes the student's action and the frame stores the
+    expert's action for the same state, the expert's phases following the student's states; every
+    episode is kept, its ``success`` being the student's. Ends with one line: episodes saved and
+    failed episodes discarded this run."""
     from so101_sim.scripted_expert import ScriptedExpert
 
     args = rec.args
@@ -590,12 +662,19 @@ def record_scripted(rec: Recorder, env) -> None:
             seed = rec.next_seed()
             obs, info = env.reset(seed=seed)
             expert.reset()
+            noise = ExpertNoise(args.expert_noise, args.fps, seed)
+            if student is not None:
+                student.reset(seed)
             frames, steps, success_step = 0, 0, None
             while steps < args.max_steps and (success_step is None or steps - success_step < post_success):
                 if rec.stop.requested:
                     return
                 frame_obs, frame_q = obs, env.unwrapped.joint_positions  # measured before acting
                 stored, target = executable_action(expert.act_in_env(env))
+                if student is not None:  # DAgger: the student acts, the expert labels
+                    target = executable_action(student.act(obs))[1]
+                elif noise.sigma > 0:  # DART: execute a perturbed target, store the clean label
+                    target = executable_action(noise.apply(target))[1]
                 obs, _, _, _, info = env.step(target)
                 steps += 1
                 if info["is_success"] and success_step is None:
@@ -603,7 +682,7 @@ def record_scripted(rec: Recorder, env) -> None:
                 rec.add_frame(frame_q, frame_obs, stored, seed)
                 frames += 1
             success = success_step is not None
-            if success or args.keep_failed:
+            if success or args.keep_failed or student is not None:
                 rec.save(seed, success, frames)
             else:
                 discarded += 1
@@ -749,6 +828,14 @@ def build_parser(schema: str = "sim") -> argparse.ArgumentParser:
                         f"episode length in seconds for scripted, {TELEOP_MAX_STEPS // int(u.CONTROL_HZ)} s for teleop: "
                         "150 / 600 steps at 10 fps, 450 / 1800 at 30 fps)")
     p.add_argument("--keep-failed", action="store_true", help="--input scripted: also save episodes the expert failed")
+    p.add_argument("--student", type=Path, default=None, metavar="DIR",
+                   help="--input scripted, DAgger: a LeRobot pretrained_model folder that reads this recording's cameras; "
+                        "the env executes its actions, the expert labels each state, and every episode is kept "
+                        "(success = the student's)")
+    p.add_argument("--expert-noise", type=cli_args.float_range(0.0, 0.5), default=0.0, metavar="RAD",
+                   help="--input scripted: DART noise, standard deviation in radians of correlated Gaussian noise added "
+                        "to the arm targets the env executes, while the dataset stores the expert's clean targets as "
+                        "labels (0 = none; e.g. 0.05) (default: %(default)s)")
     p.add_argument("--no-viewer", action="store_true", help="teleop: no MuJoCo viewer window")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also print setup details (the OpenGL backend) and the video encoder's and LeRobot's own "
@@ -770,6 +857,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.fps > max_fps:
         p.error(f"argument --fps: must be at most {max_fps} (one {u.PHYSICS_TIMESTEP * 1e3:g} ms physics step per "
                 f"control step; got {args.fps})")
+    if args.expert_noise and args.input != "scripted":
+        p.error(f"argument --expert-noise: only --input scripted executes noisy targets (got --input {args.input}); "
+                "drop --expert-noise")
+    if args.student is not None and (args.input != "scripted" or args.expert_noise):
+        p.error("argument --student: the expert labels a student's states with --input scripted and no --expert-noise "
+                f"(got --input {args.input}, --expert-noise {args.expert_noise:g})")
     h, w = u.image_hw(args.image_size)
     if w < MIN_VIDEO_WIDTH:
         p.error(f"argument --image-size: a recorded video must be at least {MIN_VIDEO_WIDTH} px wide (the AV1 encoder "
@@ -826,6 +919,13 @@ def main(argv=None) -> int:
         except tc.TeleopUnavailable as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    student = None
+    if args.student is not None:  # a student that cannot run here fails before anything is written
+        try:
+            student = load_student(args)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     viewer = args.input != "scripted" and not args.no_viewer and mujoco_rendering.has_display()
     stop = GracefulStop().install()  # before anything is written: a Ctrl-C from here on is graceful
     ds = env = rec = None
@@ -837,7 +937,7 @@ def main(argv=None) -> int:
         print(f"[record] {args.input} -> {ds.root} ({args.repo_id}), task {args.task!r}, {args.fps} fps, "
               f"{args.num_episodes} episodes", flush=True)
         if args.input == "scripted":
-            record_scripted(rec, env)
+            record_scripted(rec, env, student)
         else:
             record_teleop(rec, env, source)
     except dd.DiskFullError as e:

@@ -219,6 +219,101 @@ def test_another_fps_records_every_control_step_at_that_rate(tmp_path):
     assert rd.parse_args(["--input", "scripted"]).output_dir == u.REPO_ROOT / "datasets" / "so101_scripted"
 
 
+def test_expert_noise_executes_perturbed_targets_and_stores_clean_labels(tmp_path, capsys):
+    """DART (--expert-noise): replaying label + the episode's seeded noise reproduces the recorded
+    states; every label is the expert's own action at the recorded (perturbed) state; the states
+    leave the noiseless path; the sigma is in the episode record; the flag is refused where it has
+    no meaning."""
+    import gymnasium as gym
+
+    from so101_sim import envs  # noqa: F401
+    from so101_sim.scripted_expert import ScriptedExpert
+
+    root, sigma = tmp_path / "dart", 0.03
+    assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "32x48",
+                    "--repo-id", REPO_ID, "--seed", "0", "--expert-noise", str(sigma)]) == 0
+    meta = json.loads((root / rd.RECORDING_META).read_text())
+    episode = meta["episodes"][0]
+    assert episode["expert_noise_rad"] == sigma and episode["success"]
+    seed = episode["seed"]  # the first seed the noisy expert succeeded on
+    state, action, _ = columns(load(root))
+    env = gym.make("SO101PickPlace-v0", obs_mode="state", terminate_on_success=False, max_episode_steps=10**9)
+    clean_env = gym.make("SO101PickPlace-v0", obs_mode="state", terminate_on_success=False, max_episode_steps=10**9)
+    env.reset(seed=seed), clean_env.reset(seed=seed)
+    expert, clean_expert = ScriptedExpert(env.unwrapped.model), ScriptedExpert(env.unwrapped.model)
+    expert.reset(), clean_expert.reset()
+    noise = rd.ExpertNoise(sigma, u.CONTROL_HZ, seed)
+    offsets, gap = [], 0.0
+    for i in range(len(state)):
+        np.testing.assert_allclose(rd.from_dataset_units(state[i]), env.unwrapped.joint_positions, atol=1e-4, err_msg=str(i))
+        label = rd.from_dataset_units(action[i])
+        np.testing.assert_allclose(rd.executable_action(expert.act_in_env(env))[1], label, atol=1e-5, err_msg=str(i))
+        target = rd.executable_action(noise.apply(label))[1]
+        offsets.append(target[:5] - label[:5])
+        assert target[u.GRIPPER_INDEX] == label[u.GRIPPER_INDEX]  # no noise on the gripper
+        env.step(target)
+        clean_env.step(rd.executable_action(clean_expert.act_in_env(clean_env))[1])
+        gap = max(gap, float(np.abs(env.unwrapped.joint_positions - clean_env.unwrapped.joint_positions).max()))
+    env.close(), clean_env.close()
+    offsets = np.asarray(offsets)
+    assert 0.3 * sigma < offsets.std() < 2.0 * sigma  # the executed noise has about the asked size
+    assert gap > 0.02  # the states left the noiseless path (radians)
+    capsys.readouterr()
+    for bad in (["--input", "keyboard", "--expert-noise", "0.05"], ["--input", "scripted", "--expert-noise", "1"]):
+        with pytest.raises(SystemExit) as e:
+            rd.parse_args(bad)
+        assert e.value.code == 2 and "--expert-noise" in capsys.readouterr().err
+
+
+def test_student_acts_and_the_expert_labels(tmp_path, capsys):
+    """DAgger (--student): the env executes the student's actions (a replay running the same
+    student from the same seed reproduces every recorded state), each label is the expert's action
+    at that state, a failed episode is kept, and a student that reads other observations is
+    refused before anything is written."""
+    import gymnasium as gym
+
+    from so101_sim import cli_args, policy_registry
+    from so101_sim import envs  # noqa: F401
+    from so101_sim.scripted_expert import ScriptedExpert
+
+    student_dir = u.REPO_ROOT / "simulation_code" / "checkpoints" / "smolvla_bc"  # 64 px camera1/camera2, 10 Hz
+    cams = "camera1=camera_up,camera2=wrist_camera"
+    root = tmp_path / "dagger"
+    assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "64",
+                    "--repo-id", REPO_ID, "--seed", "0", "--cameras", cams, "--max-steps", "12",
+                    "--student", str(student_dir)]) == 0
+    episode = json.loads((root / rd.RECORDING_META).read_text())["episodes"][0]
+    assert episode["seed"] == 0 and episode["frames"] == 12 and not episode["success"]  # kept although it failed
+    assert episode["executor"] == f"student {student_dir}"
+    state, action, _ = columns(load(root))
+    env = gym.make("SO101PickPlace-v0", obs_mode="images", image_size=64, cameras=cli_args.camera_names(cams),
+                   terminate_on_success=False, max_episode_steps=10**9)
+    student = policy_registry.load_policy("lerobot", str(student_dir))
+    obs, _ = env.reset(seed=0)
+    student.reset(0)
+    expert = ScriptedExpert(env.unwrapped.model)
+    expert.reset()
+    moved = 0.0
+    for i in range(len(state)):
+        np.testing.assert_allclose(rd.from_dataset_units(state[i]), env.unwrapped.joint_positions, atol=1e-4, err_msg=str(i))
+        label = rd.executable_action(expert.act_in_env(env))[1]
+        np.testing.assert_allclose(rd.from_dataset_units(action[i]), label, atol=1e-5, err_msg=str(i))
+        executed = rd.executable_action(student.act(obs))[1]
+        moved = max(moved, float(np.abs(executed - label).max()))
+        obs, *_ = env.step(executed)
+    env.close()
+    assert moved > 1e-3  # the student's actions are not the labels: the replay checks whose actions ran
+    capsys.readouterr()
+    other = tmp_path / "dagger96"
+    assert rd.main(["--input", "scripted", "--output_dir", str(other), "--num_episodes", "1", "--image-size", "96",
+                    "--repo-id", REPO_ID, "--cameras", cams, "--student", str(student_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "image size (64, 64) (this recording: (96, 96))" in err and not other.exists()
+    with pytest.raises(SystemExit) as e:
+        rd.parse_args(["--input", "scripted", "--student", str(student_dir), "--expert-noise", "0.02"])
+    assert e.value.code == 2 and "--student" in capsys.readouterr().err
+
+
 def test_executable_action_is_what_the_dataset_stores():
     q = u.home_pose_rad() + 0.123456789
     stored, target = rd.executable_action(q)

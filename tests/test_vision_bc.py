@@ -84,3 +84,35 @@ def test_package_writes_what_the_runner_reads(tmp_path, dtype):
     assert meta["frame"] == "lerobot_degrees" and meta["weights_dtype"] == dtype
     assert sorted(meta["camera_map"].values()) == ["observation.images.camera1", "observation.images.camera2"]
     assert meta["cameras"] == {"camera1": "camera_up", "camera2": "wrist_camera"}
+
+
+def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monkeypatch):
+    """A DAgger round: the student's rollouts are appended to the data (record_dataset --resume
+    --student), then lerobot-train fine-tunes that student (--policy.path) with the schedule scaled
+    to --dagger-steps; a finished half is not run again; the round returns the new checkpoint."""
+    vbc = _vision_bc()
+    args = vbc.parse_args(["--policy", "smolvla", "--out", str(tmp_path), "--dagger-rounds", "1",
+                           "--dagger-episodes", "7", "--dagger-steps", "300", "--lr", "1e-4", "--image-size", "64"])
+    args.out = tmp_path
+    calls = []
+
+    def fake_run(cmd, log):
+        calls.append(cmd)
+        if any(c.endswith("lerobot-train") for c in cmd):
+            out = Path(next(c.split("=", 1)[1] for c in cmd if c.startswith("--output_dir=")))
+            (out / "checkpoints" / "000300" / "pretrained_model").mkdir(parents=True)
+        return 1.0
+
+    monkeypatch.setattr(vbc, "run", fake_run)
+    student, data, times = tmp_path / "bc" / "pretrained_model", tmp_path / "data", {}
+    new = vbc.dagger_round(args, 1, student, data, times)
+    assert new == tmp_path / "dagger1" / "train" / "checkpoints" / "000300" / "pretrained_model" and new.is_dir()
+    record, train = calls
+    assert record[1].endswith("record_dataset.py") and "--resume" in record
+    assert record[record.index("--student") + 1] == str(student) and record[record.index("--output-dir") + 1] == str(data)
+    assert record[record.index("--num-episodes") + 1] == "7"
+    assert f"--policy.path={student}" in train and "--steps=300" in train and f"--dataset.root={data}" in train
+    assert "--policy.scheduler_decay_steps=300" in train and "--policy.scheduler_warmup_steps=15" in train
+    assert not any(c.startswith("--policy.type") for c in train)  # the student's own config, fine-tuned
+    assert set(times) == {"dagger1_record_s", "dagger1_train_s"}
+    assert vbc.dagger_round(args, 1, student, data, {}) == new and len(calls) == 2  # both halves done: nothing re-run
