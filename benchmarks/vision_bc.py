@@ -80,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "fine-tunes the policy on all of it for --dagger-steps lerobot-train steps (0 = none)")
     p.add_argument("--dagger-episodes", type=int, default=100, help="student rollouts recorded per DAgger round")
     p.add_argument("--dagger-steps", type=int, default=1000, help="lerobot-train steps per DAgger round")
+    p.add_argument("--dagger-lr", type=float, default=None,
+                   help="peak learning rate of the DAgger fine-tuning (default: --lr)")
     p.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes in our runner")
     p.add_argument("--lerobot-eval-episodes", type=int, default=20, help="of those, run again in lerobot-eval")
     p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
@@ -138,8 +140,8 @@ def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
     """DAgger round ``r``: record ``--dagger-episodes`` rollouts of ``student`` (a pretrained_model
     folder) on the next demonstration seeds, each state labelled by the scripted expert
     (``record_dataset.py --student``), appended to ``data``; then fine-tune ``student`` on all of
-    ``data`` with ``lerobot-train --policy.path`` for ``--dagger-steps`` steps (its learning rate
-    ``--lr``; SmolVLA's cosine schedule scaled to those steps). Each half is skipped when done
+    ``data`` with ``lerobot-train --policy.path`` for ``--dagger-steps`` steps (peak learning rate
+    ``--dagger-lr``, default ``--lr``; SmolVLA's cosine schedule scaled to those steps). Each half is skipped when done
     (``OUT/dagger{r}/recorded.json``, the checkpoint). Returns the new pretrained_model folder."""
     here = args.out / f"dagger{r}"
     here.mkdir(exist_ok=True)
@@ -152,13 +154,14 @@ def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
         done.write_text(json.dumps({"student": str(student), "episodes": args.dagger_episodes}) + "\n")
     ckpt = here / "train" / "checkpoints" / f"{args.dagger_steps:06d}" / "pretrained_model"
     if not ckpt.is_dir():
+        lr = args.lr if args.dagger_lr is None else args.dagger_lr
         flags = [f"--policy.path={student}", "--policy.push_to_hub=false", "--policy.device=cpu",
-                 f"--policy.optimizer_lr={args.lr}"]
+                 f"--policy.optimizer_lr={lr}"]
         if args.policy == "act":
-            flags.append(f"--policy.optimizer_lr_backbone={args.lr}")
+            flags.append(f"--policy.optimizer_lr_backbone={lr}")
         else:
             flags += [f"--policy.scheduler_warmup_steps={max(1, args.dagger_steps // 20)}",
-                      f"--policy.scheduler_decay_steps={args.dagger_steps}", f"--policy.scheduler_decay_lr={args.lr / 10}"]
+                      f"--policy.scheduler_decay_steps={args.dagger_steps}", f"--policy.scheduler_decay_lr={lr / 10}"]
         times[f"dagger{r}_train_s"] = run(train_cmd(args, data, flags, args.dagger_steps, here / "train"), here / "train.log")
     return ckpt
 
@@ -203,7 +206,7 @@ def package(ckpt: Path, dest: Path, args) -> None:
         save_file({k: (v.to(getattr(torch, args.weights_dtype)) if v.is_floating_point() else v)
                    for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
     cams = dict(item.split("=", 1) for item in args.cameras.split(","))
-    extra = {"weights_dtype": args.weights_dtype}
+    extra = {"weights_dtype": args.weights_dtype, "source_checkpoint": str(ckpt)}
     if args.policy == "smolvla":
         shutil.copytree(args.out / "vlm", dest / "vlm")
         cfg = json.loads((dest / "config.json").read_text())
@@ -215,6 +218,19 @@ def package(ckpt: Path, dest: Path, args) -> None:
                                  camera_map={(c if c in u.CAMERAS else sim_key[c]): u.OBS_IMAGE_PREFIX + n
                                              for n, c in cams.items()},
                                  cameras={n: u.CAMERAS.get(c, c) for n, c in cams.items()}, **extra)
+
+
+def package_if_stale(ckpt: Path, dest: Path, args) -> bool:
+    """:func:`package` ``ckpt`` into ``dest`` unless ``dest`` already holds it in ``--weights-dtype``
+    (its so101_policy_meta.json names the source checkpoint and dtype), so a reused ``--out`` never
+    evaluates stale weights (another dtype, or the checkpoint before a DAgger round). Returns
+    whether it packaged."""
+    meta = dest / "so101_policy_meta.json"
+    packaged = json.loads(meta.read_text()) if meta.is_file() else {}
+    if (packaged.get("weights_dtype"), packaged.get("source_checkpoint")) == (args.weights_dtype, str(ckpt)):
+        return False
+    package(ckpt, dest, args)
+    return True
 
 
 def main(argv=None) -> None:
@@ -239,9 +255,8 @@ def main(argv=None) -> None:
     for r in range(1, args.dagger_rounds + 1):
         stages.set_postfix_str(f"DAgger round {r}/{args.dagger_rounds}")
         ckpt = dagger_round(args, r, ckpt, data, times)
-    policy, meta = out / "policy", out / "policy" / "so101_policy_meta.json"
-    if not meta.is_file() or json.loads(meta.read_text()).get("weights_dtype") != args.weights_dtype:
-        package(ckpt, policy, args)  # (re)packaged when missing or packaged in another --weights-dtype
+    policy = out / "policy"
+    package_if_stale(ckpt, policy, args)
     stages.set_postfix_str("evaluating")
     ours, theirs = evaluate(args, policy, out, times)
     stages.update()

@@ -84,6 +84,23 @@ def test_package_writes_what_the_runner_reads(tmp_path, dtype):
     assert meta["frame"] == "lerobot_degrees" and meta["weights_dtype"] == dtype
     assert sorted(meta["camera_map"].values()) == ["observation.images.camera1", "observation.images.camera2"]
     assert meta["cameras"] == {"camera1": "camera_up", "camera2": "wrist_camera"}
+    assert meta["source_checkpoint"] == str(ckpt)
+
+
+def test_policy_folder_is_repackaged_only_when_stale(tmp_path):
+    """A reused --out re-packages when the checkpoint (e.g. after a DAgger round) or the dtype
+    changed, and not otherwise."""
+    vbc = _vision_bc()
+    first = _fake_checkpoint(tmp_path / "a")
+    second = _fake_checkpoint(tmp_path / "b")
+    save_file({"w": torch.ones(10, 100), "steps": torch.arange(5)}, second / "model.safetensors")
+    args = vbc.parse_args(["--policy", "act", "--out", str(tmp_path)])
+    dest = tmp_path / "policy"
+    assert vbc.package_if_stale(first, dest, args) and not vbc.package_if_stale(first, dest, args)
+    assert vbc.package_if_stale(second, dest, args)
+    assert torch.equal(load_file(dest / "model.safetensors")["w"], torch.ones(10, 100))
+    args.weights_dtype = "bfloat16"
+    assert vbc.package_if_stale(second, dest, args) and load_file(dest / "model.safetensors")["w"].dtype == torch.bfloat16
 
 
 def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monkeypatch):
@@ -92,7 +109,8 @@ def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monk
     to --dagger-steps; a finished half is not run again; the round returns the new checkpoint."""
     vbc = _vision_bc()
     args = vbc.parse_args(["--policy", "smolvla", "--out", str(tmp_path), "--dagger-rounds", "1",
-                           "--dagger-episodes", "7", "--dagger-steps", "300", "--lr", "1e-4", "--image-size", "64"])
+                           "--dagger-episodes", "7", "--dagger-steps", "300", "--lr", "1e-4", "--dagger-lr", "5e-5",
+                           "--image-size", "64"])
     args.out = tmp_path
     calls = []
 
@@ -113,6 +131,7 @@ def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monk
     assert record[record.index("--num-episodes") + 1] == "7"
     assert f"--policy.path={student}" in train and "--steps=300" in train and f"--dataset.root={data}" in train
     assert "--policy.scheduler_decay_steps=300" in train and "--policy.scheduler_warmup_steps=15" in train
+    assert "--policy.optimizer_lr=5e-05" in train and "--policy.scheduler_decay_lr=5e-06" in train
     assert not any(c.startswith("--policy.type") for c in train)  # the student's own config, fine-tuned
     assert set(times) == {"dagger1_record_s", "dagger1_train_s"}
     assert vbc.dagger_round(args, 1, student, data, {}) == new and len(calls) == 2  # both halves done: nothing re-run
