@@ -179,7 +179,8 @@ class _FakeRecorder:
     """What record_dataset.record_scripted uses of a Recorder, without a dataset on disk."""
 
     def __init__(self, keep_failed: bool):
-        self.args = SimpleNamespace(num_episodes=1, max_steps=60, fps=10, keep_failed=keep_failed, seed=50000)
+        self.args = SimpleNamespace(num_episodes=1, max_steps=60, fps=10, keep_failed=keep_failed, seed=50000,
+                                     expert_noise=0.0, student=None)
         self.stop = SimpleNamespace(requested=False)
         self.saved_this_run, self.seed, self.saved, self.discarded = 0, None, [], []
 
