@@ -50,6 +50,7 @@ REPO_ID = "local/vision_bc"
 
 def parse_args(argv=None) -> argparse.Namespace:
     from so101_sim import so101_mujoco_utils as u
+    from so101_sim.scripted_expert import DESCEND_TOL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--policy", choices=("act", "smolvla"), default="act", help="LeRobot policy type to train")
@@ -59,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--demo-noise", type=float, default=0.0, metavar="RAD",
                    help="DART: record_dataset.py --expert-noise, the std (radians) of correlated noise on the arm "
                         "targets the demonstrations execute; labels stay the expert's clean targets (0 = none)")
+    p.add_argument("--demo-close-tol", type=float, default=DESCEND_TOL, metavar="M",
+                   help="record_dataset.py --expert-close-tol for the demonstrations and the DAgger labels: the expert "
+                        "closes the jaws once its grasp point is this close (m) to the grasp pose")
     p.add_argument("--image-size", type=int, default=64, help="camera images (pixels, square)")
     p.add_argument("--cameras", default="camera1=camera_up,camera2=wrist_camera", help="dataset camera = sim camera")
     p.add_argument("--steps", type=int, default=2000, help="lerobot-train steps")
@@ -150,7 +154,8 @@ def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
         times[f"dagger{r}_record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted",
                                             "--output-dir", str(data), "--resume", "--student", str(student),
                                             "--num-episodes", str(args.dagger_episodes), "--image-size", str(args.image_size),
-                                            "--cameras", args.cameras, "--repo-id", REPO_ID], here / "record.log")
+                                            "--cameras", args.cameras, "--repo-id", REPO_ID,
+                                            "--expert-close-tol", str(args.demo_close_tol)], here / "record.log")
         done.write_text(json.dumps({"student": str(student), "episodes": args.dagger_episodes}) + "\n")
     ckpt = here / "train" / "checkpoints" / f"{args.dagger_steps:06d}" / "pretrained_model"
     if not ckpt.is_dir():
@@ -246,7 +251,8 @@ def main(argv=None) -> None:
         times["record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted", "--output-dir",
                                  str(data), "--num-episodes", str(args.demos), "--image-size", str(args.image_size),
                                  "--cameras", args.cameras, "--seed", str(args.demo_seed), "--repo-id", REPO_ID,
-                                 "--expert-noise", str(args.demo_noise), "--overwrite"], out / "record.log")
+                                 "--expert-noise", str(args.demo_noise), "--expert-close-tol", str(args.demo_close_tol),
+                                 "--overwrite"], out / "record.log")
     stages.update()
     if not ckpt.is_dir():
         stages.set_postfix_str(f"lerobot-train {args.policy} {args.steps} steps (progress: {train.parent / 'train.log'})")
@@ -280,7 +286,7 @@ def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
     lo, hi = ours["success_rate_ci95"]
     dagger = (f", then {args.dagger_rounds} DAgger round(s) of {args.dagger_episodes} rollouts + {args.dagger_steps} steps"
               if args.dagger_rounds else "")
-    print(f"\n{args.policy}: {args.demos} demos (expert noise {args.demo_noise:g} rad), {args.steps} lerobot-train steps"
+    print(f"\n{args.policy}: {args.demos} demos (expert noise {args.demo_noise:g} rad, close within {args.demo_close_tol * 1e3:g} mm), {args.steps} lerobot-train steps"
           f"{dagger}, {args.image_size} px, cameras {args.cameras}")
     print(f"{'evaluator':40s} {'episodes':>8s} {'success':>8s} {'95% CI':>13s} {'mean return':>12s} {'wall s':>8s}")
     print(f"{'run_mujoco_simulation --model-type lerobot':40s} {len(eps):8d} {ours['success_rate']:8.0%} "

@@ -149,10 +149,15 @@ class ScriptedExpert:
         control_hz: the env's control rate (Hz; ``env.unwrapped.control_hz``). The step cap and
             the phase step budgets above are per 10 Hz step; they are scaled so the expert moves at
             the same joint speed (rad/s) and waits the same seconds at any rate (10 Hz: unchanged).
+        close_tol: the jaws start closing once the grasp point is this close (m) to the plan's grasp
+            pose: at the last descent waypoint with the default :data:`DESCEND_TOL`, on any waypoint
+            when larger (a lenient close: a DAgger student hovering ~1 cm away is labelled "close";
+            ``record_dataset.py --expert-close-tol``).
     """
 
     def __init__(self, model: mujoco.MjModel, damping: float = 0.02, orientation_weight: float = 0.15,
-                 control_hz: float = u.CONTROL_HZ):
+                 control_hz: float = u.CONTROL_HZ, close_tol: float = DESCEND_TOL):
+        self.close_tol = float(close_tol)
         scale = float(control_hz) / u.CONTROL_HZ
         self.max_step_rad = MAX_STEP_RAD / scale
         self.close_steps, self.phase_timeout = round(CLOSE_STEPS * scale), round(PHASE_TIMEOUT * scale)
@@ -464,8 +469,9 @@ class ScriptedExpert:
             return self._fail(q_now, grasp_now, block_pos, block_quat)
         if self.waypoint < len(p.descent) - 1 and np.abs(p.descent[self.waypoint][:5] - q_now[:5]).max() < 0.05:
             self.waypoint += 1
-        if self.waypoint == len(p.descent) - 1 and np.linalg.norm(grasp_now - p.grasp_pos) < DESCEND_TOL:
-            self._enter("close")
+        last = self.waypoint == len(p.descent) - 1
+        if np.linalg.norm(grasp_now - p.grasp_pos) < self.close_tol and (last or self.close_tol > DESCEND_TOL):
+            self._enter("close")  # a lenient close_tol closes on the way down; the arm goes on to q_grasp
         return p.descent[self.waypoint], GRIPPER_OPEN
 
     def _close(self, q_now, grasp_now, block_pos, block_quat):

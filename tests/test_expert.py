@@ -94,6 +94,32 @@ def test_every_corner_of_the_spawn_region_has_a_collision_free_top_down_grasp():
             assert np.all(plan.q_grasp >= u.JOINT_LIMITS_RAD[0]) and np.all(plan.q_grasp <= u.JOINT_LIMITS_RAD[1])
 
 
+def _distance_at_close(env, expert, seed):
+    """(grasp-point distance (m) to the plan's grasp pose on the step the expert starts closing, success)."""
+    env.reset(seed=seed)
+    expert.reset()
+    dist, info = None, {}
+    for _ in range(150):
+        a = expert.act_in_env(env)
+        if dist is None and expert.phase == "close":
+            dist = float(np.linalg.norm(expert.grasp_pose(env.unwrapped.joint_positions)[0] - expert.plan_.grasp_pos))
+        _, _, term, trunc, info = env.step(a)
+        if term or trunc:
+            break
+    return dist, bool(info["is_success"])
+
+
+def test_a_lenient_close_tolerance_closes_further_from_the_grasp_pose_and_still_picks(env):
+    tight, loose = ScriptedExpert(env.unwrapped.model), ScriptedExpert(env.unwrapped.model, close_tol=0.015)
+    for e in (tight, loose):  # slow steps pass through the 6-15 mm band, as a hovering student does
+        e.max_step_rad = 0.04
+    for seed in (50000, 50001):
+        d_tight, ok_tight = _distance_at_close(env, tight, seed)
+        d_loose, ok_loose = _distance_at_close(env, loose, seed)
+        assert ok_tight and ok_loose
+        assert d_tight < se.DESCEND_TOL <= d_loose < 0.015  # the lenient expert closes higher in the descent
+
+
 def test_expert_is_deterministic(env):
     """Two experts, and one expert twice, choose bit-identical actions on the same seeded episode."""
     a = ScriptedExpert(env.unwrapped.model)
@@ -180,7 +206,7 @@ class _FakeRecorder:
 
     def __init__(self, keep_failed: bool):
         self.args = SimpleNamespace(num_episodes=1, max_steps=60, fps=10, keep_failed=keep_failed, seed=50000,
-                                     expert_noise=0.0, student=None)
+                                     expert_noise=0.0, student=None, expert_close_tol=se.DESCEND_TOL)
         self.stop = SimpleNamespace(requested=False)
         self.saved_this_run, self.seed, self.saved, self.discarded = 0, None, [], []
 

@@ -231,16 +231,16 @@ def test_expert_noise_executes_perturbed_targets_and_stores_clean_labels(tmp_pat
 
     root, sigma = tmp_path / "dart", 0.03
     assert rd.main(["--input", "scripted", "--output_dir", str(root), "--num_episodes", "1", "--image-size", "32x48",
-                    "--repo-id", REPO_ID, "--seed", "0", "--expert-noise", str(sigma)]) == 0
+                    "--repo-id", REPO_ID, "--seed", "0", "--expert-noise", str(sigma), "--expert-close-tol", "0.015"]) == 0
     meta = json.loads((root / rd.RECORDING_META).read_text())
     episode = meta["episodes"][0]
-    assert episode["expert_noise_rad"] == sigma and episode["success"]
+    assert episode["expert_noise_rad"] == sigma and episode["expert_close_tol_m"] == 0.015 and episode["success"]
     seed = episode["seed"]  # the first seed the noisy expert succeeded on
     state, action, _ = columns(load(root))
     env = gym.make("SO101PickPlace-v0", obs_mode="state", terminate_on_success=False, max_episode_steps=10**9)
     clean_env = gym.make("SO101PickPlace-v0", obs_mode="state", terminate_on_success=False, max_episode_steps=10**9)
     env.reset(seed=seed), clean_env.reset(seed=seed)
-    expert, clean_expert = ScriptedExpert(env.unwrapped.model), ScriptedExpert(env.unwrapped.model)
+    expert, clean_expert = (ScriptedExpert(env.unwrapped.model, close_tol=0.015) for _ in range(2))
     expert.reset(), clean_expert.reset()
     noise = rd.ExpertNoise(sigma, u.CONTROL_HZ, seed)
     offsets, gap = [], 0.0
@@ -259,10 +259,11 @@ def test_expert_noise_executes_perturbed_targets_and_stores_clean_labels(tmp_pat
     assert 0.3 * sigma < offsets.std() < 2.0 * sigma  # the executed noise has about the asked size
     assert gap > 0.02  # the states left the noiseless path (radians)
     capsys.readouterr()
-    for bad in (["--input", "keyboard", "--expert-noise", "0.05"], ["--input", "scripted", "--expert-noise", "1"]):
+    for bad in (["--input", "keyboard", "--expert-noise", "0.05"], ["--input", "scripted", "--expert-noise", "1"],
+                ["--input", "keyboard", "--expert-close-tol", "0.01"], ["--input", "scripted", "--expert-close-tol", "0.1"]):
         with pytest.raises(SystemExit) as e:
             rd.parse_args(bad)
-        assert e.value.code == 2 and "--expert-noise" in capsys.readouterr().err
+        assert e.value.code == 2 and f"argument {bad[2]}:" in capsys.readouterr().err
 
 
 def test_student_acts_and_the_expert_labels(tmp_path, capsys):
