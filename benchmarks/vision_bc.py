@@ -212,11 +212,10 @@ def package(ckpt: Path, dest: Path, args) -> None:
                    for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
     cams = dict(item.split("=", 1) for item in args.cameras.split(","))
     extra = {"weights_dtype": args.weights_dtype, "source_checkpoint": str(ckpt)}
-    if args.policy == "smolvla":
-        shutil.copytree(args.out / "vlm", dest / "vlm")
-        cfg = json.loads((dest / "config.json").read_text())
-        cfg["vlm_model_name"] = "vlm"  # resolved against the checkpoint folder by our adapter
-        (dest / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
+    if args.policy == "smolvla":  # config and tokenizer point at vlm/ (resolved against the folder by our loaders)
+        from so101_sim.pretrained_export import bundle_local_vlm
+
+        bundle_local_vlm(dest, str(args.out / "vlm"))
         extra["note"] = "config.vlm_model_name is the vlm/ folder next to this file"
     sim_key = {v: k for k, v in u.CAMERAS.items()}
     vla_frames.write_policy_meta(dest, "lerobot_degrees", task=u.DEFAULT_TASK,

@@ -233,11 +233,15 @@ class LeRobotPolicy:
         try:
             cfg = PreTrainedConfig.from_pretrained(setup.policy_dir)
             cfg.device = dev
+            overrides = {"device_processor": {"device": dev}}
             if getattr(cfg, "vlm_model_name", None) and (setup.policy_dir / "vlm").is_dir():
-                cfg.vlm_model_name = str(setup.policy_dir / "vlm")  # a SmolVLA's own backbone folder, as the adapter does
+                # a SmolVLA's own backbone folder, as the adapter does; its tokenizer too (the saved
+                # tokenizer_name is relative, or a path on the machine that trained it)
+                cfg.vlm_model_name = str(setup.policy_dir / "vlm")
+                overrides["tokenizer_processor"] = {"tokenizer_name": cfg.vlm_model_name}
             policy = get_policy_class(cfg.type).from_pretrained(setup.policy_dir, config=cfg)
             pre, post = make_pre_post_processors(cfg, pretrained_path=str(setup.policy_dir),
-                                                 preprocessor_overrides={"device_processor": {"device": dev}})
+                                                 preprocessor_overrides=overrides)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise PolicyLoadError(f"LeRobot could not load the {setup.policy_dir} checkpoint: {e}") from e
         policy.eval()

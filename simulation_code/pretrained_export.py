@@ -83,26 +83,63 @@ def _rewrite_stats_files(out: Path, frame: str) -> list[str]:
 def export_vla_pretrained(ckpt, out: Path, device: str = "cpu") -> Path:
     """Write the LeRobot ``pretrained_model`` directory of a SmolVLA/Pi0 checkpoint (module docstring).
 
+    A ReinFlow checkpoint's denoising steps K become the config's ``num_steps``, so LeRobot's own
+    sampler (x_0 ~ N(0, I), K Euler steps, no injected noise) is the deterministic sampler the run
+    evaluated, x_0 included (seeded the same way, the same distribution; not the same draws).
+
     Raises:
         SystemExit / RuntimeError / ValueError: the base VLA cannot be rebuilt or does not match
             (reinflow_vla.load_for_inference).
+        ValueError: the run trained with another chain start than x_0 ~ N(0, I)
+            (``--init-noise-scale`` not 1), which LeRobot's sampler cannot reproduce.
     """
     from so101_sim import reinflow_vla as rv
 
+    rf = ckpt.reinflow_config or {}
+    if float(rf.get("init_noise_scale", 1.0)) != 1.0:
+        raise ValueError(f"this ReinFlow run trained with chain start x_0 ~ N(0, {rf['init_noise_scale']:g}^2 I); "
+                         "LeRobot's SmolVLA/Pi0 sampler starts at x_0 ~ N(0, I), so the export would not deploy the "
+                         "policy as trained: export a run trained with --init-noise-scale 1 (the VLA default)")
     args = argparse.Namespace(device=device, frame=None, camera_map=None, task=None, n_action_steps=None,
                               policy_path=None)
     adapter = rv.load_for_inference(ckpt, args)
+    if rf.get("num_steps"):
+        adapter.policy.config.num_steps = int(rf["num_steps"])
     out.mkdir(parents=True, exist_ok=True)
     adapter.policy.save_pretrained(out)
     adapter.preprocessor.save_pretrained(out)
     adapter.postprocessor.save_pretrained(out)
     if adapter.frame != "lerobot_degrees":
         _rewrite_stats_files(out, adapter.frame)
+    local_vlm = bundle_local_vlm(out, getattr(adapter.policy.config, "vlm_model_name", None))
     names = {k.removeprefix(u.OBS_IMAGE_PREFIX): u.CAMERAS[s] for s, k in adapter.camera_map.items()}
     vla_frames.write_policy_meta(out, "lerobot_degrees", task=adapter.task, camera_map=dict(adapter.camera_map),
                                  cameras=names, exported_from={"model_type": ckpt.model_type, "kind": ckpt.kind,
-                                                               "iteration": ckpt.iteration, "trained_frame": adapter.frame})
+                                                               "iteration": ckpt.iteration, "trained_frame": adapter.frame},
+                                 **({"note": "config.vlm_model_name is the vlm/ folder next to this file"} if local_vlm else {}))
     return out
+
+
+def bundle_local_vlm(out: Path, vlm_name: str | None) -> bool:
+    """A SmolVLA whose VLM backbone is a local folder (a locally built SmolVLM, e.g.
+    checkpoints/smolvla_bc/vlm): copy it to ``out/vlm`` and point ``config.vlm_model_name`` and the
+    tokenizer step of ``policy_preprocessor.json`` at ``vlm`` (our adapter resolves it against the
+    folder; ``lerobot-eval`` against its working directory: run it from inside ``out``). A Hub id is
+    left as it is. Returns whether a folder was bundled."""
+    import shutil
+
+    if not vlm_name or not Path(vlm_name).is_dir():
+        return False
+    shutil.copytree(vlm_name, out / "vlm", dirs_exist_ok=True)
+    for name, indent, edit in (("config.json", 4, lambda d: d.update(vlm_model_name="vlm")),
+                               ("policy_preprocessor.json", 2, lambda d: [step["config"].update(tokenizer_name="vlm")
+                                                                          for step in d.get("steps", [])
+                                                                          if "tokenizer_name" in step.get("config", {})])):
+        if (out / name).is_file():  # LeRobot's own indents
+            data = json.loads((out / name).read_text())
+            edit(data)
+            (out / name).write_text(json.dumps(data, indent=indent) + "\n")
+    return True
 
 
 def export_flow_pretrained(ckpt, out: Path) -> Path:

@@ -299,6 +299,8 @@ def load_for_inference(ckpt, args) -> Any:
                          frame_source=recorded if frame in (None, "auto") and base.get("frame") else None,
                          camera_map_source=recorded if not get("camera_map") and base.get("camera_map") else None)
     apply_checkpoint(policy, ckpt)
+    # the chain start the run trained with (ReinFlowConfig.init_noise_scale): deployment samples the same x_0
+    policy.init_noise_scale = float((ckpt.reinflow_config or {}).get("init_noise_scale", policy.init_noise_scale))
     for p in policy.model.parameters():
         p.requires_grad_(False)
     policy.model.eval()

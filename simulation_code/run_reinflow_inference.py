@@ -15,6 +15,12 @@ runs the deterministic ODE sampler (the noise head is dropped at deployment) unl
 ``--stochastic`` samples with the checkpoint's ReinFlow noise head. With ``-v`` the first 3
 inferences print debug output (observation, chunk, timing).
 
+``--base`` evaluates a VLA as it is, with no checkpoint: ``--model-type smolvla --policy-path DIR
+--base`` runs the base policy through the same ChunkPolicy sampler (x_0 seeded by the episode seed,
+K Euler steps) a ReinFlow checkpoint of it runs with, so a BC start point and its fine-tuned
+checkpoint are compared under one sampler (benchmarks/reinflow_vision.py). The env renders the
+cameras at the base checkpoint's input size.
+
 A thin wrapper: the checkpoint becomes a policy_registry.ChunkPolicy, and the run is
 run_mujoco_simulation.simulate (the same episode loop, videos, summary and report).
 """
@@ -45,12 +51,18 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "shipped ReinFlow flow policy, %(default)s)")
     p.add_argument("--model-type", default="auto", choices=("auto", *pr.REINFLOW_MODEL_TYPES),
                    help="the model type the checkpoint must hold (default: the one it records)")
+    p.add_argument("--base", action="store_true",
+                   help="no checkpoint: evaluate the --policy-path VLA (--model-type smolvla|pi0) as it is, through the "
+                        "sampler its ReinFlow checkpoints run with (its BC start point)")
     p.add_argument("--stochastic", action="store_true", help="sample with the ReinFlow noise head (ReinFlow checkpoints)")
     p.add_argument("--num-denoise-steps", type=cli_args.positive_int, default=None,
                    help="Euler steps K (default: the ReinFlow K, else the policy's)")
     ru.add_run_args(p)
     ru.add_policy_args(p)  # VLA checkpoints: the base policy (default: the path recorded in the checkpoint), ...
     args = p.parse_args(argv)
+    if args.base and (args.model_type not in ("smolvla", "pi0") or not args.policy_path or args.stochastic):
+        p.error("argument --base: needs --model-type smolvla|pi0 and --policy-path DIR, and no --stochastic (a base "
+                f"policy has no noise head); got --model-type {args.model_type}, --policy-path {args.policy_path}")
     if args.model_type != "flow":  # --policy-path: a VLA base (a flow checkpoint holds its whole policy)
         problem = cli_args.policy_path_problem(args.policy_path, "smolvla")
         if problem:
@@ -91,8 +103,43 @@ def checkpoint_policy(args, ckpt: ckio.Checkpoint) -> pr.ChunkPolicy:
     return pr.ChunkPolicy(policy, head, k, name=name, debug=DEBUG_INFERENCES if args.verbose else 0)
 
 
+def base_policy_run(args) -> int:
+    """``--base``: the ``--policy-path`` VLA with no delta as a ChunkPolicy (K = ``--num-denoise-steps``,
+    else the policy's), cameras at the checkpoint's input size (lerobot_policy.sim_setup)."""
+    from so101_sim import reinflow_vla as rv
+    from so101_sim.hub_download import PolicyLoadError
+    from so101_sim.lerobot_policy import sim_setup
+
+    try:
+        h, w = sim_setup(args.policy_path).image_hw
+        image_size = h if h == w else (h, w)
+    except PolicyLoadError as e:  # not a local pretrained_model folder (e.g. a hub id): the registry's size
+        image_size = u.IMAGE_SIZE
+        if args.verbose:
+            print(f"[setup] image size: {e}; using {u.IMAGE_SIZE}")
+    env_kwargs = dict(pr.entry(args.model_type).env_kwargs, include_env_state=True, image_size=image_size)
+    policies: list[pr.ChunkPolicy] = []
+
+    def make_policy(env):
+        import torch
+
+        torch.set_num_threads(1)
+        policy = rv.load_policy(args.model_type, args.policy_path, device=args.device, frame=args.frame,
+                                camera_map=args.camera_map, task=args.task, n_action_steps=args.n_action_steps)
+        policy.model.eval()
+        policies.append(pr.ChunkPolicy(policy, None, args.num_denoise_steps, name=f"{args.model_type}-base",
+                                       debug=DEBUG_INFERENCES if args.verbose else 0))
+        return policies[-1]
+
+    return simulate(args, env_kwargs, make_policy, extra=lambda: {
+        "policy_path": str(args.policy_path), "checkpoint_kind": "base", "model_type": args.model_type,
+        "stochastic": False, "num_denoise_steps": policies[0].num_steps, "inferences": policies[0].inferences})
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.base:
+        return base_policy_run(args)
     try:  # any kind of this repo; the model type when --model-type names one
         ckpt = ckio.load(args.checkpoint, model_type=None if args.model_type == "auto" else args.model_type)
     except ckio.CheckpointError as e:  # unsafe, corrupt, missing, a folder, not ours: one line, status 2

@@ -3,6 +3,7 @@
 LeRobot's own loader runs with the same actions, and the flow policy as safetensors + JSON."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -108,3 +109,40 @@ def test_flow_export_is_safetensors_and_json_and_runs_the_same(tmp_path):
                          "--max-steps", "25", "--headless", "--summary-json", str(summary)]) == 0
         returns[name] = [e["return"] for e in json.loads(summary.read_text())["per_episode"]]
     assert returns["pt"] == returns["dir"]
+
+
+def test_reinflow_denoising_steps_become_the_exported_num_steps_and_a_zero_chain_start_is_refused(tiny_dirs, tmp_path):
+    """LeRobot's sampler of the export (x_0 given, config num_steps) equals ReinFlow's deterministic
+    chain at the run's K; a run trained from x_0 = 0 cannot be deployed by it and is refused."""
+    from so101_sim.reinflow_engine import sample_chain
+
+    base_dir = str(tiny_dirs["smolvla"])
+    pol = rv.load_policy("smolvla", base_dir, device="cpu", verbose=False)
+    groups = pol.trainable_parameter_groups("heads")
+    names = {n for ns in rv.trainable_names(pol, groups).values() for n in ns}
+    fields = rv.checkpoint_fields(pol, "heads", groups, rv.base_policy_info(pol, base_dir, names, IMG))
+    k = 3
+    assert pol.policy.config.num_steps != k  # the base's own steps differ from the run's
+    out = pe.export_pretrained(ckio.Checkpoint(kind="reinflow", reinflow_config={"num_steps": k}, **fields),
+                               tmp_path / "pretrained_model")
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_steps"] == k
+    # the locally built VLM travels with the export, so the folder loads wherever it is copied
+    assert config["vlm_model_name"] == "vlm" and (out / "vlm" / "config.json").is_file()
+    moved = tmp_path / "moved"
+    shutil.move(out, moved)
+    out = moved
+    exported = pr.load_policy("lerobot", str(out), device="cpu")
+    obs = fake_obs(q_rad=np.array([0.2, -0.3, 0.4, 0.1, -0.2, 0.3], np.float32), size=IMG, seed=4)
+    x0 = pol.sample_noise(1, torch.Generator().manual_seed(7))
+    batch = pol.prepare_batch({key: np.asarray(v)[None] for key, v in obs.items()})
+    ours = pol.to_mujoco_actions(sample_chain(pol, None, batch, k, deterministic=True, noise=x0.clone()).x, batch)[0]
+    lerobot_obs = {**{key: v for key, v in obs.items() if not key.startswith(u.OBS_IMAGE_PREFIX)},
+                   **{u.OBS_IMAGE_PREFIX + key.removeprefix(u.OBS_IMAGE_PREFIX): obs[u.OBS_IMAGE_PREFIX + s]
+                      for s, key in pol.camera_map.items()}}
+    exported.policy.model.sample_noise = lambda shape, device: x0.clone().to(device)
+    exported.reset(0)
+    np.testing.assert_allclose(u.clip_to_joint_limits(exported.act(lerobot_obs)), ours[0], atol=2e-4)
+    with pytest.raises(ValueError, match="init-noise-scale 1"):
+        pe.export_pretrained(ckio.Checkpoint(kind="reinflow", reinflow_config={"num_steps": k, "init_noise_scale": 0.0},
+                                             **fields), tmp_path / "zero_start")

@@ -1,0 +1,69 @@
+"""benchmarks/reinflow_vision.py (issue 17 item 1) end to end on the shipped smolvla_bc, tiny sizes:
+the BC start point (``run_reinflow_inference.py --base``) and a ReinFlow checkpoint whose policy
+did not change (one critic warm-up iteration) are evaluated by the same sampler, so every held-out
+episode repeats exactly; the results file, the kept checkpoint and the shipped export (a LeRobot
+folder with num_steps = K and its VLM) are what the table reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BC = REPO / "simulation_code" / "checkpoints" / "smolvla_bc"
+
+
+def _module():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("reinflow_vision", REPO / "benchmarks" / "reinflow_vision.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_an_unchanged_policy_repeats_the_bc_episodes_and_ships_a_lerobot_folder(tmp_path, capsys):
+    rv = _module()
+    ship = tmp_path / "smolvla_reinflow"
+    assert rv.main(["--out", str(tmp_path / "out"), "--eval-episodes", "2", "--monitor-episodes", "1", "--iterations", "1",
+                    "--rollout-steps", "40", "--eval-every", "1", "--ship", "--ship-dir", str(ship),
+                    "--reinflow-args", "--reward-terms success --reward-scale 0.02 --critic-warmup-iters 2 "
+                                       "--max-episode-steps 30"]) == 0
+    out = tmp_path / "out"
+    res = json.loads((out / "results.json").read_text())
+    before = json.loads((out / "eval_bc.json").read_text())["per_episode"]
+    after = json.loads((out / "eval_reinflow.json").read_text())["per_episode"]
+    # the warm-up iteration trains only the critic: the same policy, the same sampler, the same episodes
+    assert [e["seed"] for e in before] == [e["seed"] for e in after] == [0, 1]
+    assert [e["return"] for e in before] == [e["return"] for e in after]
+    assert res["gain_points"] == 0 and res["reinflow_iterations"] == 1 and res["reinflow_env_steps"] == 80
+    assert sum(n for _, n in (v["before"] for v in res["by_distance"].values())) == 2
+    assert res["image_size"] == json.loads((BC / "config.json").read_text())["resize_imgs_with_padding"][0]
+    printed = capsys.readouterr().out
+    assert "BC (smolvla_bc)" in printed and "gain +0 points on 2 held-out episodes (K = 4)" in printed
+    config = json.loads((ship / "config.json").read_text())
+    assert config["num_steps"] == 4 and config["vlm_model_name"] == "vlm" and (ship / "vlm").is_dir()
+    assert json.loads((ship / "reinflow_vision_results.json").read_text())["after"] == res["after"]
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_bad_inputs_name_the_flag(tmp_path, capsys):
+    rv = _module()
+    for argv, words in ((["--policy-path", str(tmp_path)], "no config.json there"),
+                        (["--eval-episodes", "9000"], "held")):
+        with pytest.raises(SystemExit) as e:
+            rv.parse_args(argv)
+        assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_base_needs_a_vla_and_a_policy_path(capsys):
+    from so101_sim import run_reinflow_inference as rri
+
+    for argv in (["--base"], ["--base", "--model-type", "smolvla"],
+                 ["--base", "--model-type", "smolvla", "--policy-path", str(BC), "--stochastic"]):
+        with pytest.raises(SystemExit) as e:
+            rri.parse_args(argv)
+        assert e.value.code == 2 and "argument --base" in capsys.readouterr().err
