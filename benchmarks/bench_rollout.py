@@ -4,6 +4,11 @@
     python benchmarks/bench_rollout.py --ns 1 2 --steps 10    # quicker
     python benchmarks/bench_rollout.py --gpu-only             # only the full-size memory part (needs CUDA)
     python benchmarks/bench_rollout.py --memory-check-tiny    # the memory code path on the tiny models, CPU
+    python benchmarks/bench_rollout.py --policy-path simulation_code/checkpoints/smolvla_bc --ns 1 2 4   # the real policy
+
+With ``--policy-path`` the CPU part measures that SmolVLA folder (issue 17's smolvla_bc) at its own
+image size instead of the tiny VLAs, splits the rollout's time into the policy's batched ``act``
+and the envs' ``step`` (physics + rendering), and times one ReinFlow update (ms per decision).
 
 **CPU part** (always): the tiny random-weight policies of make_tiny_policies.py (built in a temp
 dir), ``parallel_envs.RobustVectorEnv`` with N worker processes rendering the three cameras
@@ -64,15 +69,18 @@ SPEC = {"smolvla": {"batch_size": 8, "grad_accum": 15, "gc": False}, "pi0": {"ba
 
 
 # ---------------------------------------------------------------------- CPU part
-def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: int, start_method: str) -> list[dict]:
+def bench_cpu(policies: dict, ns: list[int], steps: int, chunks: int, image_size: int, start_method: str) -> list[dict]:
+    """Per N and policy (``policies``: name -> (model type, folder)): env steps/s alone, batched
+    policy chunks/s, and the training rollout's env steps/s with its time split into the policy's
+    ``act`` and the envs' ``step`` (physics + rendering the cameras), seconds per env step."""
     from so101_sim import parallel_envs as pe
     from so101_sim import reinflow_vla as rv
     from so101_sim.reinflow_engine import ReinFlowAgent, ReinFlowConfig
 
     agents = {}
-    for model in pr.VLA_MODEL_TYPES:
-        pol = rv.load_policy(model, str(tiny[model]), device="cpu", verbose=False)
-        agents[model] = ReinFlowAgent(pol, ReinFlowConfig(num_steps=4), critic_input_dim=13, preset="expert")
+    for name, (model, path) in policies.items():
+        pol = rv.load_policy(model, str(path), device="cpu", verbose=False)
+        agents[name] = ReinFlowAgent(pol, ReinFlowConfig(num_steps=4), critic_input_dim=13, preset="expert")
     rows = []
     for n in ns:
         t0 = time.perf_counter()
@@ -96,18 +104,24 @@ def bench_cpu(tiny: dict, ns: list[int], steps: int, chunks: int, image_size: in
             # the training rollout: batched act when the queues are empty, n_action_steps env steps per chunk
             k_exec = agent.policy.n_action_steps
             t = time.perf_counter()
-            done_steps = 0
+            done_steps, t_policy, t_env = 0, 0.0, 0.0
             while done_steps < steps:
+                t1 = time.perf_counter()
                 c, _, _ = agent.act(obs, gen)
+                t2 = time.perf_counter()
+                t_policy += t2 - t1
                 for j in range(min(k_exec, steps - done_steps)):
                     obs, *_ = vec.step(c[:, j])
                     done_steps += 1
-            roll_sps = n * steps / (time.perf_counter() - t)
+                t_env += time.perf_counter() - t2
+            roll_s = time.perf_counter() - t
             rows.append({"model": model, "n_envs": n, "env_steps_per_s": env_sps, "policy_chunks_per_s": chunk_ps,
-                         "rollout_env_steps_per_s": roll_sps, "startup_s": startup, "image_size": image_size,
+                         "rollout_env_steps_per_s": n * steps / roll_s, "rollout_policy_share": t_policy / roll_s,
+                         "rollout_env_share": t_env / roll_s, "startup_s": startup, "image_size": image_size,
                          "restarts": vec.restarts})
             print(f"  N={n} {model}: env {env_sps:.1f} steps/s, policy {chunk_ps:.1f} chunks/s, rollout "
-                  f"{roll_sps:.1f} env steps/s (start-up {startup:.0f} s)", flush=True)
+                  f"{n * steps / roll_s:.1f} env steps/s ({t_policy / roll_s:.0%} policy, {t_env / roll_s:.0%} envs; "
+                  f"start-up {startup:.0f} s)", flush=True)
         vec.close()
     return rows
 
@@ -171,7 +185,7 @@ def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: 
     from so101_sim.reinflow_engine import (
         ReinFlowAgent,
         ReinFlowConfig,
-        RolloutBatch,
+        RolloutData,
         critic_features,
         ppo_update,
         sample_chain,
@@ -199,13 +213,14 @@ def update_memory(policy, model: str, preset: str, batch_size: int, grad_accum: 
         chains.append(smp.chain)
         lps.append(smp.log_prob)
     t_roll = time.perf_counter() - t
-    data = RolloutBatch(obs, torch.cat(chains), torch.cat(lps), torch.randn(n, generator=gen), torch.zeros(n))
+    data = RolloutData(policy.prepare_batch(obs, policy.task), critic_features(obs), torch.cat(chains), torch.cat(lps),
+                       torch.randn(n, generator=gen), torch.zeros(n))
     if cuda:
         torch.cuda.synchronize()
         static = torch.cuda.memory_allocated() / 1e9
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    stats = ppo_update(agent, data, 0, gen, critic_features(obs))
+    stats = ppo_update(agent, data, 0, gen)
     if cuda:
         torch.cuda.synchronize()
     out = {"model": model, "preset": preset, "batch_size": batch_size, "grad_accum": grad_accum, "step_checkpointing": step_gc,
@@ -241,7 +256,10 @@ def main(argv=None) -> int:
     p.add_argument("--ns", type=int, nargs="+", default=[1, 2, 4, 8], help="numbers of parallel envs")
     p.add_argument("--steps", type=int, default=20, help="env steps per measurement")
     p.add_argument("--chunks", type=int, default=3, help="batched policy calls per measurement")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=64, help="camera images of the tiny VLAs (--policy-path: its own size)")
+    p.add_argument("--policy-path", type=Path, default=None,
+                   help="a SmolVLA pretrained_model folder (e.g. simulation_code/checkpoints/smolvla_bc): the CPU part "
+                        "measures it instead of the tiny VLAs, at its input image size, plus one ReinFlow update")
     p.add_argument("--start-method", default="forkserver")
     p.add_argument("--tiny-dir", type=Path, default=None, help="existing make_tiny_policies.py output (else built)")
     p.add_argument("--gpu-only", action="store_true")
@@ -269,13 +287,31 @@ def main(argv=None) -> int:
                 print(f"  tiny {model}: {r}")
                 results["cpu"].append(r)
         elif not args.gpu_only:
-            print(f"CPU rollout throughput (tiny VLAs, {args.image_size}px, {os.cpu_count()} CPUs):", flush=True)
-            results["cpu"] = bench_cpu(tiny, args.ns, args.steps, args.chunks, args.image_size, args.start_method)
-            print("\n| model | N envs | env steps/s (envs only) | policy chunks/s (batched) | rollout env steps/s | start-up s |")
-            print("|---|---|---|---|---|---|")
+            if args.policy_path is not None:
+                cfg = json.loads((args.policy_path / "config.json").read_text())
+                policies, size, label = {"smolvla": ("smolvla", args.policy_path)}, cfg["resize_imgs_with_padding"][0], ""
+                what = f"{args.policy_path.name}"
+            else:
+                policies = {m: (m, tiny[m]) for m in pr.VLA_MODEL_TYPES}
+                size, label, what = args.image_size, "tiny ", "tiny VLAs"
+            print(f"CPU rollout throughput ({what}, {size}px, {os.cpu_count()} CPUs):", flush=True)
+            results["cpu"] = bench_cpu(policies, args.ns, args.steps, args.chunks, size, args.start_method)
+            print("\n| model | N envs | env steps/s (envs only) | policy chunks/s (batched) | rollout env steps/s | "
+                  "rollout time: policy / envs | start-up s |")
+            print("|---|---|---|---|---|---|---|")
             for r in results["cpu"]:
-                print(f"| tiny {r['model']} | {r['n_envs']} | {r['env_steps_per_s']:.1f} | {r['policy_chunks_per_s']:.1f} | "
-                      f"{r['rollout_env_steps_per_s']:.1f} | {r['startup_s']:.0f} |")
+                print(f"| {label}{r['model']} | {r['n_envs']} | {r['env_steps_per_s']:.1f} | {r['policy_chunks_per_s']:.1f} | "
+                      f"{r['rollout_env_steps_per_s']:.1f} | {r['rollout_policy_share']:.0%} / {r['rollout_env_share']:.0%} | "
+                      f"{r['startup_s']:.0f} |")
+            if args.policy_path is not None:  # the update's cost: one PPO epoch over 8 decisions, the expert preset
+                from so101_sim import reinflow_vla as rv
+
+                pol = rv.load_policy("smolvla", str(args.policy_path), device="cpu", verbose=False)
+                r = update_memory(pol, "smolvla", "expert", SPEC["smolvla"]["batch_size"], 1, False, image_size=size)
+                results["update"] = r
+                print(f"\nReinFlow update ({r['trainable_params'] / 1e6:.2f} M of {r['total_params'] / 1e6:.2f} M parameters "
+                      f"trained, expert preset): {r['update_s'] / r['decisions'] * 1e3:.0f} ms per decision (one epoch over "
+                      f"{r['decisions']} decisions: log-probabilities recomputed through the K-step chain, backward, Adam step)")
         if not args.memory_check_tiny:
             if torch.cuda.is_available():
                 print(f"\nGPU memory of one ReinFlow update ({torch.cuda.get_device_name()}):", flush=True)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 BC = REPO / "simulation_code" / "checkpoints" / "smolvla_bc"
@@ -67,3 +68,21 @@ def test_base_needs_a_vla_and_a_policy_path(capsys):
         with pytest.raises(SystemExit) as e:
             rri.parse_args(argv)
         assert e.value.code == 2 and "argument --base" in capsys.readouterr().err
+
+
+def test_the_update_timing_runs_a_real_ppo_update_on_a_tiny_smolvla(tiny_dirs):
+    """bench_rollout.update_memory (the GPU rows and --policy-path's update time) runs one PPO
+    epoch through the current engine: the ratio starts at 1 and only the expert preset trains."""
+    from so101_sim import reinflow_vla as rv
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_rollout", REPO / "benchmarks" / "bench_rollout.py")
+    br = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(br)
+    pol = rv.load_policy("smolvla", str(tiny_dirs["smolvla"]), device="cpu", verbose=False)
+    before = {n: p.detach().clone() for n, p in pol.model.named_parameters()}
+    r = br.update_memory(pol, "smolvla", "expert", 2, 2, False, image_size=32)
+    assert r["decisions"] == 4 and r["ratio_check"] < 1e-5
+    assert 0 < r["trainable_params"] < r["total_params"]
+    changed = {n for n, p in pol.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("expert" in n or "proj" in n or "time" in n for n in changed), sorted(changed)[:5]
