@@ -37,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from reinflow_flow import PY, ROOT, SIM, run, success_by_distance  # one copy of the step runner and the bands
 
 from so101_sim import so101_mujoco_utils as u  # noqa: E402
@@ -72,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--reinflow-args", default=DEFAULT_REINFLOW_ARGS, help="extra train_reinflow.py flags")
     ap.add_argument("--ship", action="store_true",
                     help="export the kept checkpoint to simulation_code/checkpoints/smolvla_reinflow/ and plot the curves")
+    ap.add_argument("--deploy-episodes", type=int, default=10,
+                    help="--ship: run the exported folder on this many held-out seeds in our runner and lerobot-eval (0 = skip)")
     ap.add_argument("--ship-dir", type=Path, default=SIM / "checkpoints" / "smolvla_reinflow", help="where --ship writes")
     args = ap.parse_args(argv)
     for use, first, count in (("held_out", TEST_SEED, args.eval_episodes), ("monitoring", MONITOR_SEED, args.monitor_episodes)):
@@ -161,12 +165,38 @@ def report(res: dict, args) -> None:
 
 
 def ship(args, kept: Path, out: Path, res: dict) -> None:
-    """Export ``kept`` to ``--ship-dir`` (LeRobot pretrained_model + our meta) with the results, and plot the curves."""
+    """Export ``kept`` to ``--ship-dir`` (LeRobot pretrained_model + our meta), plot the curves, and run
+    the exported folder on the first ``--deploy-episodes`` held-out seeds through LeRobot's own
+    sampler: our runner (``--model-type lerobot``; torch seeded with the episode seed, so the same
+    x_0 draws as the benchmark's sampler) and ``lerobot-eval`` (seeded once per run: the same
+    distribution, other draws). The agreement with the benchmark's episodes goes into the results
+    file written next to the weights."""
+    from vision_bc import evaluate as deployed_eval  # the two evaluators vision_bc.py ships with
+
     dest = args.ship_dir.resolve()
     if dest.exists():
         shutil.rmtree(dest)
     run([PY, "print_checkpoint_stats.py", "--checkpoint", str(kept), "--export-pretrained", str(dest),
          "--plot", str(out / "curves.png")], out / "export.log")
+    if args.deploy_episodes:
+        here = out / "deployed"
+        here.mkdir(exist_ok=True)
+        if not (here / "vlm").exists():  # lerobot-eval resolves the relative vlm path against its working directory
+            (here / "vlm").symlink_to(dest / "vlm")
+        ns = argparse.Namespace(eval_episodes=args.deploy_episodes, eval_seed=TEST_SEED,
+                                lerobot_eval_episodes=args.deploy_episodes)
+        ours, theirs = deployed_eval(ns, dest, here, res["step_seconds"])
+        bench = json.loads((out / "eval_reinflow.json").read_text())["per_episode"]
+        same = sum(a["success"] == b["success"] for a, b in zip(ours["per_episode"], bench))
+        res["deployed"] = {"episodes": args.deploy_episodes, "ours_success": ours["success_rate"],
+                           "lerobot_eval_success": float(np.mean(theirs.get("successes", [np.nan]))),
+                           "same_outcome_as_benchmark": same, "seeds": [e["seed"] for e in ours["per_episode"]],
+                           "success": [bool(e["success"]) for e in ours["per_episode"]],
+                           "returns": [float(e["return"]) for e in ours["per_episode"]]}
+        (out / "results.json").write_text(json.dumps(res, indent=2))
+        print(f"deployed through LeRobot's sampler, held-out seeds {TEST_SEED}-{TEST_SEED + args.deploy_episodes - 1}: "
+              f"our runner {ours['success_rate']:.0%} ({same}/{args.deploy_episodes} episodes with the benchmark's outcome), "
+              f"lerobot-eval {res['deployed']['lerobot_eval_success']:.0%}")
     (dest / "reinflow_vision_results.json").write_text(json.dumps(res, indent=2) + "\n")
     print(f"shipped -> {dest} (curves: {out / 'curves.png'})")
 

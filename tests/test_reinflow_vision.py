@@ -2,7 +2,8 @@
 the BC start point (``run_reinflow_inference.py --base``) and a ReinFlow checkpoint whose policy
 did not change (one critic warm-up iteration) are evaluated by the same sampler, so every held-out
 episode repeats exactly; the results file, the kept checkpoint and the shipped export (a LeRobot
-folder with num_steps = K and its VLM) are what the table reports."""
+folder with num_steps = K and its VLM) are what the table reports, and the export run through
+LeRobot's own sampler repeats the benchmark's episodes."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def test_an_unchanged_policy_repeats_the_bc_episodes_and_ships_a_lerobot_folder(
     rv = _module()
     ship = tmp_path / "smolvla_reinflow"
     assert rv.main(["--out", str(tmp_path / "out"), "--eval-episodes", "2", "--monitor-episodes", "1", "--iterations", "1",
-                    "--rollout-steps", "40", "--eval-every", "1", "--ship", "--ship-dir", str(ship),
+                    "--rollout-steps", "40", "--eval-every", "1", "--ship", "--ship-dir", str(ship), "--deploy-episodes", "2",
                     "--reinflow-args", "--reward-terms success --reward-scale 0.02 --critic-warmup-iters 2 "
                                        "--max-episode-steps 30"]) == 0
     out = tmp_path / "out"
@@ -49,6 +50,11 @@ def test_an_unchanged_policy_repeats_the_bc_episodes_and_ships_a_lerobot_folder(
     assert config["num_steps"] == 4 and config["vlm_model_name"] == "vlm" and (ship / "vlm").is_dir()
     assert json.loads((ship / "reinflow_vision_results.json").read_text())["after"] == res["after"]
     assert (out / "curves.png").stat().st_size > 0
+    # the export through LeRobot's own sampler (our runner seeds torch per episode): the same two episodes
+    deployed = json.loads((out / "results.json").read_text())["deployed"]
+    assert deployed["same_outcome_as_benchmark"] == 2 and 0 <= deployed["lerobot_eval_success"] <= 1
+    ours = json.loads((out / "deployed" / "eval_ours.json").read_text())
+    assert [e["seed"] for e in ours["per_episode"]] == [0, 1]  # returns drift apart by float noise over 150 steps
 
 
 def test_bad_inputs_name_the_flag(tmp_path, capsys):

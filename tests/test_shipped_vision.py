@@ -70,3 +70,28 @@ def test_runner_reproduces_the_recorded_held_out_episodes(name, tmp_path):
     assert [e["seed"] for e in ours["per_episode"]] == recorded["seeds"][:REPLAYED]
     assert [e["success"] for e in ours["per_episode"]] == recorded["success"][:REPLAYED]
     assert [e["return"] for e in ours["per_episode"]] == pytest.approx(recorded["returns"][:REPLAYED], rel=1e-3, abs=1e-3)
+
+
+RL = CKPTS / "smolvla_reinflow"
+
+
+@pytest.mark.skipif(not RL.is_dir(), reason="smolvla_reinflow/ is shipped by benchmarks/reinflow_vision.py --ship")
+def test_shipped_reinflow_policy_deploys_as_it_was_evaluated(tmp_path):
+    """checkpoints/smolvla_reinflow/ (issue 17 item 4): at most 20 MB, camera-only, LeRobot's sampler
+    at the run's K (config num_steps) with the VLM bundled; our runner reproduces the episodes
+    reinflow_vision.py recorded for the exported folder."""
+    from so101_sim import run_mujoco_simulation as rms
+
+    cfg = json.loads((RL / "config.json").read_text())
+    results = json.loads((RL / "reinflow_vision_results.json").read_text())
+    assert _size(RL) <= MAX_BYTES, f"{RL}: {_size(RL) / 2**20:.1f} MB"
+    assert cfg["type"] == "smolvla" and cfg["num_steps"] == int(results["args"]["denoise_steps"])
+    assert cfg["vlm_model_name"] == "vlm" and (RL / "vlm" / "config.json").is_file()
+    assert "observation.environment_state" not in cfg["input_features"]
+    deployed = results["deployed"]
+    summary = tmp_path / "summary.json"
+    assert rms.main(["--model-type", "lerobot", "--policy-path", str(RL), "--episodes", str(REPLAYED),
+                     "--seed", str(deployed["seeds"][0]), "--headless", "--summary-json", str(summary)]) == 0
+    ours = json.loads(summary.read_text())["per_episode"]
+    assert [e["success"] for e in ours] == deployed["success"][:REPLAYED]
+    assert [e["return"] for e in ours] == pytest.approx(deployed["returns"][:REPLAYED], rel=1e-3, abs=1e-3)
