@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist workers (the fault tests spend much of their time starting subprocesses).
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo demo-vision demo-expert test bench clean
+.PHONY: install demo demo-vision demo-vision-rl demo-expert test bench clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt pyproject.toml
@@ -31,6 +31,12 @@ demo-vision: install
 	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type lerobot --policy-path checkpoints/vision_bc \
 		--episodes 10 --seed 0 --headless --video-dir ../outputs/demo_vision/videos \
 		--summary-json ../outputs/demo_vision/summary.json --report ../outputs/demo_vision/report
+
+# The SmolVLA-architecture image policy after ReinFlow (benchmarks/reinflow_vision.py --ship), through LeRobot's sampler.
+demo-vision-rl: install
+	cd simulation_code && ../$(PY) run_mujoco_simulation.py --model-type lerobot --policy-path checkpoints/smolvla_reinflow \
+		--episodes 10 --seed 0 --headless --video-dir ../outputs/demo_vision_rl/videos \
+		--summary-json ../outputs/demo_vision_rl/summary.json --report ../outputs/demo_vision_rl/report
 
 # The scripted planning expert (500/500 fresh seeds, benchmarks/bench_expert.py).
 demo-expert: install

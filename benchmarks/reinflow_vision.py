@@ -34,7 +34,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -104,10 +103,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    t_all, times = time.perf_counter(), {}
+    times_file = out / "times.json"  # stage wall times, kept across invocations (a stage done earlier is skipped)
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     policy_path = str(args.policy_path.resolve())
     image_size = json.loads((args.policy_path / "config.json").read_text())["resize_imgs_with_padding"][0]
     before = evaluate(args, out, "bc", ["--policy-path", policy_path, "--base"], times)
+    times_file.write_text(json.dumps(times, indent=2))
     ckpt = out / "smolvla_reinflow.pt"
     best = ckpt.with_name(ckpt.stem + "_best" + ckpt.suffix)  # chosen on the monitoring seeds, not the test seeds
     if not ckpt.is_file():
@@ -119,15 +120,17 @@ def main(argv=None) -> int:
                                    "--eval-seed", str(MONITOR_SEED), "--eval-at-start", "--keep-best", "--seed", str(args.seed),
                                    "--device", "cpu", "--no-render", "--quiet", "--checkpoint", str(ckpt),
                                    *args.reinflow_args.split()], out / "reinflow.log")
+    times_file.write_text(json.dumps(times, indent=2))
     kept = best if best.is_file() else ckpt
     after = evaluate(args, out, "reinflow", ["--checkpoint", str(kept)], times)
+    times_file.write_text(json.dumps(times, indent=2))
 
     from so101_sim import checkpoint_io as ckio  # safe load: weights_only + allowlist, content hash checked
 
     hist = ckio.load(ckpt, kind="reinflow", model_type="smolvla").history
     trained = [h for h in hist if not h.get("initial_eval")]
     env_steps = trained[-1]["env_steps"] if trained else 0
-    rollout_s = sum(h.get("rollout_s", 0.0) for h in trained)
+    rollout_s = sum(h.get("rollout_s", 0.0) for h in trained)  # the training's own clock (also when stopped and reused)
     iter_s = sum(h.get("iter_s", 0.0) for h in trained)
     kept_row = ckio.load(kept, kind="reinflow", model_type="smolvla").history[-1] if trained else {}
     res = {"before": {k: before[k] for k in SUMMARY_KEYS}, "after": {k: after[k] for k in SUMMARY_KEYS},
@@ -137,14 +140,15 @@ def main(argv=None) -> int:
                           if h.get("eval_success") == h.get("eval_success") and h.get("eval_success") is not None],
            "reinflow_env_steps": env_steps, "reinflow_episodes": sum(h.get("episodes", 0) for h in trained),
            "reinflow_iterations": len(trained), "rollout_s": rollout_s, "update_s": iter_s - rollout_s,
-           "step_seconds": times, "wall_time_s": time.perf_counter() - t_all, "image_size": image_size,
+           "reinflow_wall_s": iter_s, "step_seconds": times,
+           "wall_time_s": iter_s + sum(v for k, v in times.items() if k.startswith("eval_")), "image_size": image_size,
            "args": {k: str(v) for k, v in vars(args).items()},
            "by_distance": {lab: {"before": [b_s, b_n], "after": [a_s, a_n]} for (lab, b_s, b_n), (_, a_s, a_n)
                            in zip(success_by_distance(before["per_episode"]), success_by_distance(after["per_episode"]))}}
     (out / "results.json").write_text(json.dumps(res, indent=2))
     report(res, args)
     if args.ship:
-        ship(args, kept, out, res)
+        ship(args, kept, ckpt, out, res)
     return 0
 
 
@@ -158,14 +162,15 @@ def report(res: dict, args) -> None:
         f"{lab} {v['before'][0]}/{v['before'][1]} -> {v['after'][0]}/{v['after'][1]}" for lab, v in res["by_distance"].items()))
     n_it = max(res["reinflow_iterations"], 1)
     print(f"gain {res['gain_points']:+.0f} points on {args.eval_episodes} held-out episodes (K = {args.denoise_steps}); "
-          f"kept iteration {res['kept']['iteration']} (monitoring success {res['kept']['monitor_success']}); ReinFlow "
+          f"kept iteration {res['kept']['iteration']} (monitoring success {res['kept']['monitor_success']:.0%}); ReinFlow "
           f"{res['reinflow_env_steps']} env steps, {res['reinflow_episodes']} episodes, {res['reinflow_iterations']} iterations "
-          f"(rollout {res['rollout_s'] / n_it:.0f} s + update and evaluation {res['update_s'] / n_it:.0f} s per iteration); "
-          f"total wall time {res['wall_time_s'] / 60:.1f} min")
+          f"in {res['reinflow_wall_s'] / 60:.0f} min (rollout {res['rollout_s'] / n_it:.0f} s + update and monitoring "
+          f"{res['update_s'] / n_it:.0f} s per iteration); wall time with both evaluations {res['wall_time_s'] / 60:.0f} min")
 
 
-def ship(args, kept: Path, out: Path, res: dict) -> None:
-    """Export ``kept`` to ``--ship-dir`` (LeRobot pretrained_model + our meta), plot the curves, and run
+def ship(args, kept: Path, last: Path, out: Path, res: dict) -> None:
+    """Export ``kept`` to ``--ship-dir`` (LeRobot pretrained_model + our meta), plot the whole run's
+    curves (``last``, the run's final checkpoint, holds every iteration's row), and run
     the exported folder on the first ``--deploy-episodes`` held-out seeds through LeRobot's own
     sampler: our runner (``--model-type lerobot``; torch seeded with the episode seed, so the same
     x_0 draws as the benchmark's sampler) and ``lerobot-eval`` (seeded once per run: the same
@@ -176,8 +181,8 @@ def ship(args, kept: Path, out: Path, res: dict) -> None:
     dest = args.ship_dir.resolve()
     if dest.exists():
         shutil.rmtree(dest)
-    run([PY, "print_checkpoint_stats.py", "--checkpoint", str(kept), "--export-pretrained", str(dest),
-         "--plot", str(out / "curves.png")], out / "export.log")
+    run([PY, "print_checkpoint_stats.py", "--checkpoint", str(kept), "--export-pretrained", str(dest)], out / "export.log")
+    run([PY, "print_checkpoint_stats.py", "--checkpoint", str(last), "--plot", str(out / "curves.png")], out / "plot.log")
     if args.deploy_episodes:
         here = out / "deployed"
         here.mkdir(exist_ok=True)
@@ -185,7 +190,15 @@ def ship(args, kept: Path, out: Path, res: dict) -> None:
             (here / "vlm").symlink_to(dest / "vlm")
         ns = argparse.Namespace(eval_episodes=args.deploy_episodes, eval_seed=TEST_SEED,
                                 lerobot_eval_episodes=args.deploy_episodes)
-        ours, theirs = deployed_eval(ns, dest, here, res["step_seconds"])
+        done = here / "eval_ours.json", here / "eval_lerobot" / "eval_info.json"
+        if all(f.is_file() for f in done) and (here / "exported_from.txt").read_text() == str(kept):
+            ours = json.loads(done[0].read_text())
+            theirs = json.loads(done[1].read_text())["per_task"][0]["metrics"]
+        else:
+            for f in done:
+                f.unlink(missing_ok=True)
+            ours, theirs = deployed_eval(ns, dest, here, res["step_seconds"])
+            (here / "exported_from.txt").write_text(str(kept))
         bench = json.loads((out / "eval_reinflow.json").read_text())["per_episode"]
         same = sum(a["success"] == b["success"] for a, b in zip(ours["per_episode"], bench))
         res["deployed"] = {"episodes": args.deploy_episodes, "ours_success": ours["success_rate"],

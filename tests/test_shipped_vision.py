@@ -75,7 +75,6 @@ def test_runner_reproduces_the_recorded_held_out_episodes(name, tmp_path):
 RL = CKPTS / "smolvla_reinflow"
 
 
-@pytest.mark.skipif(not RL.is_dir(), reason="smolvla_reinflow/ is shipped by benchmarks/reinflow_vision.py --ship")
 def test_shipped_reinflow_policy_deploys_as_it_was_evaluated(tmp_path):
     """checkpoints/smolvla_reinflow/ (issue 17 item 4): at most 20 MB, camera-only, LeRobot's sampler
     at the run's K (config num_steps) with the VLM bundled; our runner reproduces the episodes
