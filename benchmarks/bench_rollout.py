@@ -288,8 +288,9 @@ def main(argv=None) -> int:
                 results["cpu"].append(r)
         elif not args.gpu_only:
             if args.policy_path is not None:
-                cfg = json.loads((args.policy_path / "config.json").read_text())
-                policies, size, label = {"smolvla": ("smolvla", args.policy_path)}, cfg["resize_imgs_with_padding"][0], ""
+                from so101_sim.lerobot_policy import sim_setup
+
+                policies, size, label = {"smolvla": ("smolvla", args.policy_path)}, sim_setup(str(args.policy_path)).image_hw[0], ""
                 what = f"{args.policy_path.name}"
             else:
                 policies = {m: (m, tiny[m]) for m in pr.VLA_MODEL_TYPES}

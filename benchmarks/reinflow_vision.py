@@ -55,12 +55,14 @@ DEFAULT_REINFLOW_ARGS = ("--reward-terms success --reward-scale 0.02 --clip 0.01
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from so101_sim import cli_args
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=cli_args.DefaultsHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "reinflow_vision", help="output folder")
     ap.add_argument("--policy-path", type=Path, default=SIM / "checkpoints" / "smolvla_bc",
                     help="the BC start point: a LeRobot SmolVLA pretrained_model folder")
     ap.add_argument("--eval-episodes", type=int, default=100, help="held-out episodes (seeds 0..N-1), before and after")
-    ap.add_argument("--monitor-episodes", type=int, default=30, help="monitoring episodes for --keep-best (seeds from 20000)")
+    ap.add_argument("--monitor-episodes", type=int, default=30, help=f"monitoring episodes for --keep-best (seeds from {MONITOR_SEED})")
     ap.add_argument("--iterations", type=int, default=36, help="ReinFlow PPO iterations")
     ap.add_argument("--rollout-steps", type=int, default=1500, help="env steps per env per iteration")
     ap.add_argument("--parallel-envs", type=int, default=2, help="env worker processes (one batched policy forward for all)")
@@ -106,7 +108,9 @@ def main(argv=None) -> int:
     times_file = out / "times.json"  # stage wall times, kept across invocations (a stage done earlier is skipped)
     times = json.loads(times_file.read_text()) if times_file.is_file() else {}
     policy_path = str(args.policy_path.resolve())
-    image_size = json.loads((args.policy_path / "config.json").read_text())["resize_imgs_with_padding"][0]
+    from so101_sim.lerobot_policy import sim_setup
+
+    image_size = sim_setup(policy_path).image_hw[0]  # the checkpoint's camera input (square for SmolVLA)
     before = evaluate(args, out, "bc", ["--policy-path", policy_path, "--base"], times)
     times_file.write_text(json.dumps(times, indent=2))
     ckpt = out / "smolvla_reinflow.pt"
