@@ -24,6 +24,12 @@ re-evaluated):
    rollouts, labelled by the expert, are added to the data and the policy is fine-tuned on all;
 4. print a table and write ``OUT/results.json``; ``--ship DIR`` copies ``OUT/policy`` there with the
    results as ``vision_bc_results.json``.
+
+``--checkpoint DIR`` skips steps 1-2 and packages and evaluates an already trained policy, e.g. the
+shipped ACT deployed with temporal ensembling (``--temporal-ensemble 0.01``):
+
+    .venv/bin/python benchmarks/vision_bc.py --policy act --checkpoint simulation_code/checkpoints/vision_bc \
+        --weights-dtype bfloat16 --temporal-ensemble 0.01 --out outputs/vbc_act3_te
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=20, help="policy chunk_size (actions predicted per inference)")
     p.add_argument("--n-action-steps", type=int, default=10, help="policy n_action_steps (actions executed per chunk)")
     p.add_argument("--dim-model", type=int, default=256, help="ACT: transformer width")
+    p.add_argument("--temporal-ensemble", type=float, default=None, metavar="COEFF",
+                   help="ACT: deploy with LeRobot's temporal ensembling (temporal_ensemble_coeff COEFF, e.g. the ACT "
+                        "paper's 0.01, and n_action_steps 1: a chunk predicted every step, overlapping chunks averaged); "
+                        "set in the packaged config, so training is unchanged and an existing --out is re-packaged")
     p.add_argument("--vlm-hidden", type=int, default=256, help="SmolVLA: the local SmolVLM's language-model width")
     p.add_argument("--vlm-layers", type=int, default=4, help="SmolVLA: language-model layers (all used)")
     p.add_argument("--vision-hidden", type=int, default=128, help="SmolVLA: the SigLIP encoder's width (2 layers)")
@@ -91,9 +101,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-seed", type=int, default=u.SEED_RANGES["held_out"][0], help="first held-out seed")
     p.add_argument("--weights-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="dtype of the packaged weights (bfloat16 halves the folder; evaluated as packaged)")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                   help="skip recording and training: package and evaluate this LeRobot pretrained_model folder "
+                        "(e.g. a shipped one, to re-evaluate it with another --temporal-ensemble or --weights-dtype)")
     p.add_argument("--ship", type=Path, default=None,
                    help="copy the evaluated policy folder (OUT/policy) and results.json here")
     args = p.parse_args(argv)
+    if args.checkpoint is not None and not (args.checkpoint / "config.json").is_file():
+        p.error(f"--checkpoint {args.checkpoint} is not a LeRobot pretrained_model folder (no config.json)")
+    if args.checkpoint is not None and args.dagger_rounds:
+        p.error("--checkpoint evaluates a trained policy; DAgger rounds need the run's own data (drop --dagger-rounds)")
+    if args.temporal_ensemble is not None and (args.policy != "act" or args.temporal_ensemble < 0):
+        p.error("--temporal-ensemble is for --policy act and takes a coefficient >= 0 (the ACT paper's: 0.01)")
     if args.policy == "smolvla" and args.image_size % 32:  # SmolVLM: 16 px patches, pixel shuffle by 2
         p.error(f"--policy smolvla needs --image-size a multiple of 32 (got {args.image_size})")
     return args
@@ -195,14 +214,16 @@ def package(ckpt: Path, dest: Path, args) -> None:
     """Write the deployable policy folder ``dest`` from the lerobot-train checkpoint ``ckpt``: its
     ``pretrained_model`` files (weights cast to ``--weights-dtype``; LeRobot loads them into its
     float32 parameters), SmolVLA's ``vlm/`` folder (config.vlm_model_name points at it), and the
-    so101_policy_meta.json our runner reads (frame, camera map, task). Both evaluators run this
+    so101_policy_meta.json our runner reads (frame, camera map, task; the source checkpoint relative
+    to the repository when inside it; ``--temporal-ensemble`` in the config). Both evaluators run this
     folder, so the reported success is that of the files shipped."""
     from so101_sim import so101_mujoco_utils as u
     from so101_sim import vla_frames
+    from so101_sim.rollout_utils import repo_path
 
     if dest.exists():
         shutil.rmtree(dest)
-    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("train_config.json"))
+    shutil.copytree(ckpt, dest, ignore=shutil.ignore_patterns("train_config.json", "vision_bc_results.json"))
     if args.weights_dtype != "float32":
         import torch
         from safetensors.torch import load_file, save_file
@@ -210,8 +231,13 @@ def package(ckpt: Path, dest: Path, args) -> None:
         weights = load_file(dest / "model.safetensors")
         save_file({k: (v.to(getattr(torch, args.weights_dtype)) if v.is_floating_point() else v)
                    for k, v in weights.items()}, dest / "model.safetensors", metadata={"format": "pt"})
+    if args.temporal_ensemble is not None:  # a deployment choice (ACTConfig: needs n_action_steps 1)
+        cfg = json.loads((dest / "config.json").read_text())
+        cfg.update(temporal_ensemble_coeff=args.temporal_ensemble, n_action_steps=1)
+        (dest / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
     cams = dict(item.split("=", 1) for item in args.cameras.split(","))
-    extra = {"weights_dtype": args.weights_dtype, "source_checkpoint": str(ckpt)}
+    extra = {"weights_dtype": args.weights_dtype, "source_checkpoint": repo_path(ckpt),
+             "temporal_ensemble_coeff": args.temporal_ensemble}
     if args.policy == "smolvla":  # config and tokenizer point at vlm/ (resolved against the folder by our loaders)
         from so101_sim.pretrained_export import bundle_local_vlm
 
@@ -226,12 +252,15 @@ def package(ckpt: Path, dest: Path, args) -> None:
 
 def package_if_stale(ckpt: Path, dest: Path, args) -> bool:
     """:func:`package` ``ckpt`` into ``dest`` unless ``dest`` already holds it in ``--weights-dtype``
-    (its so101_policy_meta.json names the source checkpoint and dtype), so a reused ``--out`` never
-    evaluates stale weights (another dtype, or the checkpoint before a DAgger round). Returns
-    whether it packaged."""
+    with ``--temporal-ensemble`` (its so101_policy_meta.json names the source checkpoint, dtype and
+    coefficient), so a reused ``--out`` never evaluates stale weights or settings (another dtype or
+    ensembling, or the checkpoint before a DAgger round). Returns whether it packaged."""
     meta = dest / "so101_policy_meta.json"
     packaged = json.loads(meta.read_text()) if meta.is_file() else {}
-    if (packaged.get("weights_dtype"), packaged.get("source_checkpoint")) == (args.weights_dtype, str(ckpt)):
+    key = ("weights_dtype", "source_checkpoint", "temporal_ensemble_coeff")
+    from so101_sim.rollout_utils import repo_path
+
+    if tuple(packaged.get(k) for k in key) == (args.weights_dtype, repo_path(ckpt), args.temporal_ensemble):
         return False
     package(ckpt, dest, args)
     return True
@@ -242,10 +271,11 @@ def main(argv=None) -> None:
     out = args.out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data, train = out / "data", out / "train"
-    ckpt = train / "checkpoints" / f"{args.steps:06d}" / "pretrained_model"
+    ckpt = (args.checkpoint.resolve() if args.checkpoint else
+            train / "checkpoints" / f"{args.steps:06d}" / "pretrained_model")
     times: dict[str, float] = {}
     stages = tqdm(total=3, desc="vision_bc", unit="stage")
-    if not (data / "meta" / "info.json").is_file():
+    if not args.checkpoint and not (data / "meta" / "info.json").is_file():
         stages.set_postfix_str(f"recording {args.demos} demos")
         times["record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted", "--output-dir",
                                  str(data), "--num-episodes", str(args.demos), "--image-size", str(args.image_size),
@@ -285,8 +315,12 @@ def report(args, ours: dict, theirs: dict, times: dict, out: Path) -> None:
     lo, hi = ours["success_rate_ci95"]
     dagger = (f", then {args.dagger_rounds} DAgger round(s) of {args.dagger_episodes} rollouts + {args.dagger_steps} steps"
               if args.dagger_rounds else "")
-    print(f"\n{args.policy}: {args.demos} demos (expert noise {args.demo_noise:g} rad, close within {args.demo_close_tol * 1e3:g} mm), {args.steps} lerobot-train steps"
-          f"{dagger}, {args.image_size} px, cameras {args.cameras}")
+    te = f", temporal ensembling {args.temporal_ensemble:g}" if args.temporal_ensemble is not None else ""
+    if args.checkpoint:
+        print(f"\n{args.policy}: the trained policy {args.checkpoint}, weights {args.weights_dtype}{te}")
+    else:
+        print(f"\n{args.policy}: {args.demos} demos (expert noise {args.demo_noise:g} rad, close within {args.demo_close_tol * 1e3:g} mm), "
+              f"{args.steps} lerobot-train steps{dagger}, {args.image_size} px, cameras {args.cameras}{te}")
     print(f"{'evaluator':40s} {'episodes':>8s} {'success':>8s} {'95% CI':>13s} {'mean return':>12s} {'wall s':>8s}")
     print(f"{'run_mujoco_simulation --model-type lerobot':40s} {len(eps):8d} {ours['success_rate']:8.0%} "
           f"{f'{lo:.0%}-{hi:.0%}':>13s} {ours['mean_return']:12.1f} {times.get('eval_ours_s', 0):8.0f}")

@@ -46,6 +46,10 @@ def test_shipped_folder_is_a_small_camera_only_pretrained_model(name, policy_typ
     images = sorted(k for k in inputs if k.startswith(u.OBS_IMAGE_PREFIX))
     meta = json.loads((folder / "so101_policy_meta.json").read_text())
     assert sorted(meta["camera_map"].values()) == images and meta["frame"] == "lerobot_degrees"
+    # a deployment setting in the config is the one the record names (ACT: temporal ensembling)
+    assert cfg.get("temporal_ensemble_coeff") == meta.get("temporal_ensemble_coeff")
+    if cfg.get("temporal_ensemble_coeff") is not None:
+        assert cfg["n_action_steps"] == 1  # ACTConfig's condition for ensembling
     with safe_open(folder / "model.safetensors", "pt") as f:
         dtypes = {str(f.get_slice(k).get_dtype()) for k in f.keys()}
     assert dtypes <= {"F32", "BF16", "I64"} and ("BF16" in dtypes) == (meta["weights_dtype"] == "bfloat16")

@@ -135,3 +135,56 @@ def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monk
     assert not any(c.startswith("--policy.type") for c in train)  # the student's own config, fine-tuned
     assert set(times) == {"dagger1_record_s", "dagger1_train_s"}
     assert vbc.dagger_round(args, 1, student, data, {}) == new and len(calls) == 2  # both halves done: nothing re-run
+
+
+def test_temporal_ensemble_is_for_act_only(capsys):
+    vbc = _vision_bc()
+    with pytest.raises(SystemExit) as e:
+        vbc.parse_args(["--policy", "smolvla", "--temporal-ensemble", "0.01"])
+    assert e.value.code == 2 and "--policy act" in capsys.readouterr().err
+
+
+def test_temporal_ensemble_is_packaged_into_a_config_lerobot_deploys(tmp_path):
+    """--temporal-ensemble edits only the packaged config (n_action_steps 1 + the coefficient, as
+    ACTConfig requires); LeRobot's loader then builds ACT with its temporal ensembler, and changing
+    the coefficient re-packages a reused --out."""
+    from lerobot.configs.policies import PreTrainedConfig
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+
+    feats = {"observation.state": PolicyFeature(FeatureType.STATE, (6,)),
+             "observation.images.camera1": PolicyFeature(FeatureType.VISUAL, (3, 32, 32))}
+    cfg = ACTConfig(input_features=feats, output_features={"action": PolicyFeature(FeatureType.ACTION, (6,))},
+                    chunk_size=8, n_action_steps=4, dim_model=32, dim_feedforward=64, n_encoder_layers=1,
+                    n_decoder_layers=1, n_vae_encoder_layers=1, pretrained_backbone_weights=None, device="cpu")
+    ckpt = tmp_path / "ckpt"
+    ACTPolicy(cfg).save_pretrained(ckpt)
+    vbc = _vision_bc()
+    args = vbc.parse_args(["--policy", "act", "--out", str(tmp_path), "--cameras", "camera1=camera_up",
+                           "--temporal-ensemble", "0.01"])
+    dest = tmp_path / "policy"
+    assert vbc.package_if_stale(ckpt, dest, args) and not vbc.package_if_stale(ckpt, dest, args)
+    loaded = PreTrainedConfig.from_pretrained(dest)
+    assert (loaded.temporal_ensemble_coeff, loaded.n_action_steps, loaded.chunk_size) == (0.01, 1, 8)
+    policy = ACTPolicy.from_pretrained(dest, config=loaded)
+    assert policy.temporal_ensembler.chunk_size == 8
+    assert json.loads((dest / "so101_policy_meta.json").read_text())["temporal_ensemble_coeff"] == 0.01
+    assert PreTrainedConfig.from_pretrained(ckpt).temporal_ensemble_coeff is None  # the checkpoint is untouched
+    args.temporal_ensemble = None
+    assert vbc.package_if_stale(ckpt, dest, args)
+    assert PreTrainedConfig.from_pretrained(dest).n_action_steps == 4
+
+
+def test_checkpoint_must_be_a_policy_folder_and_excludes_dagger(tmp_path, capsys):
+    vbc = _vision_bc()
+    for extra in ([], ["--dagger-rounds", "1"]):
+        ckpt = tmp_path / ("empty" if not extra else "ok")
+        ckpt.mkdir()
+        if extra:
+            (ckpt / "config.json").write_text("{}")
+        with pytest.raises(SystemExit) as e:
+            vbc.parse_args(["--checkpoint", str(ckpt), *extra])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no config.json" in err and "drop --dagger-rounds" in err
