@@ -161,7 +161,7 @@ def train_cmd(args, data: Path, flags: list[str], steps: int, train: Path) -> li
 
 def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
     """DAgger round ``r``: record ``--dagger-episodes`` rollouts of ``student`` (a pretrained_model
-    folder) on the next demonstration seeds, each state labelled by the scripted expert
+    folder, packaged as :func:`package` packages it for evaluation) on the next demonstration seeds, each state labelled by the scripted expert
     (``record_dataset.py --student``), appended to ``data``; then fine-tune ``student`` on all of
     ``data`` with ``lerobot-train --policy.path`` for ``--dagger-steps`` steps (peak learning rate
     ``--dagger-lr``, default ``--lr``; SmolVLA's cosine schedule scaled to those steps). Each half is skipped when done
@@ -170,8 +170,10 @@ def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
     here.mkdir(exist_ok=True)
     done = here / "recorded.json"
     if not done.is_file():
+        deployed = here / "student"  # the student rolls out as it is evaluated (dtype, temporal ensembling)
+        package(student, deployed, args)
         times[f"dagger{r}_record_s"] = run([sys.executable, str(SIM / "record_dataset.py"), "--input", "scripted",
-                                            "--output-dir", str(data), "--resume", "--student", str(student),
+                                            "--output-dir", str(data), "--resume", "--student", str(deployed),
                                             "--num-episodes", str(args.dagger_episodes), "--image-size", str(args.image_size),
                                             "--cameras", args.cameras, "--repo-id", REPO_ID,
                                             "--expert-close-tol", str(args.demo_close_tol)], here / "record.log")

@@ -122,12 +122,16 @@ def test_dagger_round_records_student_rollouts_then_fine_tunes_it(tmp_path, monk
         return 1.0
 
     monkeypatch.setattr(vbc, "run", fake_run)
-    student, data, times = tmp_path / "bc" / "pretrained_model", tmp_path / "data", {}
+    student, data, times = _fake_checkpoint(tmp_path / "bc"), tmp_path / "data", {}
+    (tmp_path / "vlm").mkdir()
+    (tmp_path / "vlm" / "config.json").write_text("{}")
     new = vbc.dagger_round(args, 1, student, data, times)
     assert new == tmp_path / "dagger1" / "train" / "checkpoints" / "000300" / "pretrained_model" and new.is_dir()
     record, train = calls
     assert record[1].endswith("record_dataset.py") and "--resume" in record
-    assert record[record.index("--student") + 1] == str(student) and record[record.index("--output-dir") + 1] == str(data)
+    deployed = Path(record[record.index("--student") + 1])  # rolls out as evaluated: the packaged folder
+    assert deployed == tmp_path / "dagger1" / "student" and (deployed / "so101_policy_meta.json").is_file()
+    assert record[record.index("--output-dir") + 1] == str(data)
     assert record[record.index("--num-episodes") + 1] == "7"
     assert f"--policy.path={student}" in train and "--steps=300" in train and f"--dataset.root={data}" in train
     assert "--policy.scheduler_decay_steps=300" in train and "--policy.scheduler_warmup_steps=15" in train
