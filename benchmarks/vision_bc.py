@@ -161,7 +161,8 @@ def train_cmd(args, data: Path, flags: list[str], steps: int, train: Path) -> li
 
 def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
     """DAgger round ``r``: record ``--dagger-episodes`` rollouts of ``student`` (a pretrained_model
-    folder, packaged as :func:`package` packages it for evaluation) on the next demonstration seeds, each state labelled by the scripted expert
+    folder, packaged as :func:`package` packages it for evaluation) on the next demonstration
+    seeds, each state labelled by the scripted expert
     (``record_dataset.py --student``), appended to ``data``; then fine-tune ``student`` on all of
     ``data`` with ``lerobot-train --policy.path`` for ``--dagger-steps`` steps (peak learning rate
     ``--dagger-lr``, default ``--lr``; SmolVLA's cosine schedule scaled to those steps). Each half is skipped when done
@@ -212,6 +213,15 @@ def evaluate(args, ckpt: Path, out: Path, times: dict) -> tuple[dict, dict]:
     return ours, theirs
 
 
+def _packaged_as(ckpt: Path, args) -> dict:
+    """What identifies a packaged folder (recorded in its so101_policy_meta.json): the source
+    checkpoint (relative to the repository when inside it), the weights' dtype and the ensembling."""
+    from so101_sim.rollout_utils import repo_path
+
+    return {"weights_dtype": args.weights_dtype, "source_checkpoint": repo_path(ckpt),
+            "temporal_ensemble_coeff": args.temporal_ensemble}
+
+
 def package(ckpt: Path, dest: Path, args) -> None:
     """Write the deployable policy folder ``dest`` from the lerobot-train checkpoint ``ckpt``: its
     ``pretrained_model`` files (weights cast to ``--weights-dtype``; LeRobot loads them into its
@@ -221,7 +231,6 @@ def package(ckpt: Path, dest: Path, args) -> None:
     folder, so the reported success is that of the files shipped."""
     from so101_sim import so101_mujoco_utils as u
     from so101_sim import vla_frames
-    from so101_sim.rollout_utils import repo_path
 
     if dest.exists():
         shutil.rmtree(dest)
@@ -238,8 +247,7 @@ def package(ckpt: Path, dest: Path, args) -> None:
         cfg.update(temporal_ensemble_coeff=args.temporal_ensemble, n_action_steps=1)
         (dest / "config.json").write_text(json.dumps(cfg, indent=4) + "\n")
     cams = dict(item.split("=", 1) for item in args.cameras.split(","))
-    extra = {"weights_dtype": args.weights_dtype, "source_checkpoint": repo_path(ckpt),
-             "temporal_ensemble_coeff": args.temporal_ensemble}
+    extra = _packaged_as(ckpt, args)
     if args.policy == "smolvla":  # config and tokenizer point at vlm/ (resolved against the folder by our loaders)
         from so101_sim.pretrained_export import bundle_local_vlm
 
@@ -259,10 +267,8 @@ def package_if_stale(ckpt: Path, dest: Path, args) -> bool:
     ensembling, or the checkpoint before a DAgger round). Returns whether it packaged."""
     meta = dest / "so101_policy_meta.json"
     packaged = json.loads(meta.read_text()) if meta.is_file() else {}
-    key = ("weights_dtype", "source_checkpoint", "temporal_ensemble_coeff")
-    from so101_sim.rollout_utils import repo_path
-
-    if tuple(packaged.get(k) for k in key) == (args.weights_dtype, repo_path(ckpt), args.temporal_ensemble):
+    want = _packaged_as(ckpt, args)
+    if {k: packaged.get(k) for k in want} == want:
         return False
     package(ckpt, dest, args)
     return True

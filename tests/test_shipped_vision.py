@@ -96,7 +96,6 @@ def test_shipped_reinflow_policy_deploys_as_it_was_evaluated(tmp_path):
     """checkpoints/smolvla_reinflow/ (issue 17 item 4): at most 20 MB, camera-only, LeRobot's sampler
     at the run's K (config num_steps) with the VLM bundled; our runner reproduces the episodes
     reinflow_vision.py recorded for the exported folder."""
-
     cfg = json.loads((RL / "config.json").read_text())
     results = json.loads((RL / "reinflow_vision_results.json").read_text())
     assert _size(RL) <= MAX_BYTES, f"{RL}: {_size(RL) / 2**20:.1f} MB"
