@@ -11,8 +11,8 @@ image size instead of the tiny VLAs, splits the rollout's time into the policy's
 and the envs' ``step`` (physics + rendering), and times one ReinFlow update (ms per decision).
 
 **CPU part** (always): the tiny random-weight policies of make_tiny_policies.py (built in a temp
-dir), ``parallel_envs.RobustVectorEnv`` with N worker processes rendering the three cameras
-(``--image-size``, default 64 = the tiny policies' input size). Per N, measured after start-up:
+dir), ``parallel_envs.RobustVectorEnv`` with N worker processes rendering the cameras the
+policies read, as train_reinflow.py's envs do (the tiny ones read all three; ``--image-size``, default 64 = the tiny policies' input size). Per N, measured after start-up:
 
 * env steps/s: the N envs stepped alone (batched step, constant action), summed over envs;
 * policy chunks/s: ReinFlow's noisy K-step chain (``ReinFlowAgent.act``: prefix + KV cache once,
@@ -77,15 +77,18 @@ def bench_cpu(policies: dict, ns: list[int], steps: int, chunks: int, image_size
     from so101_sim import reinflow_vla as rv
     from so101_sim.reinflow_engine import ReinFlowAgent, ReinFlowConfig
 
-    agents = {}
+    agents, cameras = {}, {}
     for name, (model, path) in policies.items():
         pol = rv.load_policy(model, str(path), device="cpu", verbose=False)
         agents[name] = ReinFlowAgent(pol, ReinFlowConfig(num_steps=4), critic_input_dim=13, preset="expert")
+        cameras.update(pol.camera_map)
+    # the cameras the policies read, as train_reinflow.py's envs render them
+    env_kw = rv.env_kwargs(argparse.Namespace(image_size=image_size), cameras)
     rows = []
     for n in ns:
         t0 = time.perf_counter()
-        vec = pe.RobustVectorEnv([partial(pe.make_env, "SO101PickPlace-v0", obs_mode="images", image_size=image_size,
-                                          include_env_state=True, max_episode_steps=10_000)] * n, context=start_method)
+        vec = pe.RobustVectorEnv([partial(pe.make_env, "SO101PickPlace-v0", max_episode_steps=10_000, **env_kw)] * n,
+                                 context=start_method)
         obs, _ = vec.reset(seed=list(range(n)))
         startup = time.perf_counter() - t0
         act = np.tile(obs["observation.state"][:1], (n, 1))

@@ -1,7 +1,7 @@
 """Image policies trained by stock ``lerobot-train`` on scripted demonstrations, evaluated in the sim
 (a benchmark, not a test; issue 16).
 
-    .venv/bin/python benchmarks/vision_bc.py --policy act --out outputs/vision_bc_act
+    .venv/bin/python benchmarks/vision_bc.py --policy so101_act --out outputs/vision_bc_act
     .venv/bin/python benchmarks/vision_bc.py --policy smolvla --out outputs/vision_bc_smolvla
 
 Steps, each skipped when its output already exists in ``--out`` (so a run can be resumed or
@@ -12,7 +12,9 @@ re-evaluated):
    ``observation.state`` + the ``--cameras`` images as the only policy inputs (no
    ``observation.environment_state``): ``record_dataset.py --input scripted``;
 2. train with the stock ``lerobot-train`` CLI: ``--policy act`` (LeRobot's ACT, ResNet18 from
-   scratch: torchvision's weights cannot be downloaded offline) or ``--policy smolvla`` (LeRobot's
+   scratch: torchvision's weights cannot be downloaded offline), ``--policy so101_act`` (the same
+   ACT with its ResNet18 cut after ``--backbone-stages`` stages: so101_sim.so101_act_policy, a
+   LeRobot policy plugin, small enough to ship) or ``--policy smolvla`` (LeRobot's
    SmolVLA on a small SmolVLM backbone built locally by make_tiny_policies.build_tiny_smolvlm,
    trained from scratch: a flow-matching VLA our SmolVLA adapter loads);
 3. evaluate the checkpoint on ``--eval-episodes`` held-out seeds with ``run_mujoco_simulation.py
@@ -52,6 +54,7 @@ BIN = Path(sys.executable).parent
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", WANDB_MODE="disabled", SO101_QUIET_GL="1",
            TOKENIZERS_PARALLELISM="false")
 REPO_ID = "local/vision_bc"
+ACT_TYPES = ("act", "so101_act")  # LeRobot's ACT and this repo's plugin subclass (so101_sim.so101_act_policy)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     from so101_sim.scripted_expert import DESCEND_TOL
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--policy", choices=("act", "smolvla"), default="act", help="LeRobot policy type to train")
+    p.add_argument("--policy", choices=ACT_TYPES + ("smolvla",), default="so101_act",
+                   help="policy type to train: LeRobot's act or smolvla, or so101_act (this repo's plugin: ACT with "
+                        "its ResNet18 cut after --backbone-stages stages, small enough to ship)")
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "vision_bc", help="output folder")
     p.add_argument("--demos", type=int, default=50, help="scripted demonstrations to record")
     p.add_argument("--demo-seed", type=int, default=u.SEED_RANGES["demonstrations"][0], help="first demonstration seed")
@@ -81,6 +86,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=20, help="policy chunk_size (actions predicted per inference)")
     p.add_argument("--n-action-steps", type=int, default=10, help="policy n_action_steps (actions executed per chunk)")
     p.add_argument("--dim-model", type=int, default=256, help="ACT: transformer width")
+    p.add_argument("--backbone-stages", type=int, default=3, choices=range(1, 5), metavar="{1,2,3,4}",
+                   help="so101_act: ResNet18 stages kept (3: 2.8 M of its 11.2 M parameters, 4x4 features per 64 px image)")
     p.add_argument("--temporal-ensemble", type=float, default=None, metavar="COEFF",
                    help="ACT: deploy with LeRobot's temporal ensembling (temporal_ensemble_coeff COEFF, e.g. the ACT "
                         "paper's 0.01, and n_action_steps 1: a chunk predicted every step, overlapping chunks averaged); "
@@ -111,8 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--checkpoint {args.checkpoint} is not a LeRobot pretrained_model folder (no config.json)")
     if args.checkpoint is not None and args.dagger_rounds:
         p.error("--checkpoint evaluates a trained policy; DAgger rounds need the run's own data (drop --dagger-rounds)")
-    if args.temporal_ensemble is not None and (args.policy != "act" or args.temporal_ensemble < 0):
-        p.error("--temporal-ensemble is for --policy act and takes a coefficient >= 0 (the ACT paper's: 0.01)")
+    if args.temporal_ensemble is not None and (args.policy not in ACT_TYPES or args.temporal_ensemble < 0):
+        p.error("--temporal-ensemble is for --policy act|so101_act and takes a coefficient >= 0 (the ACT paper's: 0.01)")
     if args.policy == "smolvla" and args.image_size % 32:  # SmolVLM: 16 px patches, pixel shuffle by 2
         p.error(f"--policy smolvla needs --image-size a multiple of 32 (got {args.image_size})")
     return args
@@ -133,8 +140,9 @@ def policy_flags(args, out: Path) -> list[str]:
     """lerobot-train's ``--policy.*`` flags for ``args.policy`` (CPU sizes)."""
     common = [f"--policy.chunk_size={args.chunk_size}", f"--policy.n_action_steps={args.n_action_steps}",
               "--policy.push_to_hub=false", "--policy.device=cpu", f"--policy.optimizer_lr={args.lr}"]
-    if args.policy == "act":
-        return ["--policy.type=act", f"--policy.dim_model={args.dim_model}", "--policy.n_heads=8",
+    if args.policy in ACT_TYPES:
+        stages = [f"--policy.backbone_stages={args.backbone_stages}"] if args.policy == "so101_act" else []
+        return [f"--policy.type={args.policy}", *stages, f"--policy.dim_model={args.dim_model}", "--policy.n_heads=8",
                 f"--policy.dim_feedforward={4 * args.dim_model}", "--policy.n_encoder_layers=2",
                 "--policy.n_decoder_layers=1", "--policy.pretrained_backbone_weights=null",
                 f"--policy.optimizer_lr_backbone={args.lr}", *common]
@@ -184,7 +192,7 @@ def dagger_round(args, r: int, student: Path, data: Path, times: dict) -> Path:
         lr = args.lr if args.dagger_lr is None else args.dagger_lr
         flags = [f"--policy.path={student}", "--policy.push_to_hub=false", "--policy.device=cpu",
                  f"--policy.optimizer_lr={lr}"]
-        if args.policy == "act":
+        if args.policy in ACT_TYPES:
             flags.append(f"--policy.optimizer_lr_backbone={lr}")
         else:
             flags += [f"--policy.scheduler_warmup_steps={max(1, args.dagger_steps // 20)}",

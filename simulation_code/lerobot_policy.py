@@ -4,7 +4,7 @@
         --headless --episodes 10
 
 A ``pretrained_model`` directory (``config.json`` naming the type: act, diffusion, vqbet, smolvla,
-pi0, pi05, ...; ``model.safetensors``; the pre/post-processor files) runs through LeRobot's own
+pi0, pi05, ..., or this repo's so101_act plugin; ``model.safetensors``; the pre/post-processor files) runs through LeRobot's own
 code: ``get_policy_class(type).from_pretrained``, ``make_pre_post_processors`` and
 ``select_action``, exactly as ``lerobot-eval`` does, on the observation ``lerobot-eval`` gets from
 ``--env.type=so101_pickplace`` (lerobot_env.to_lerobot_observation and LeRobot's
@@ -227,6 +227,7 @@ class LeRobotPolicy:
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
+        from so101_sim import so101_act_policy  # noqa: F401  registers --policy.type=so101_act
         from so101_sim.lerobot_vla_adapter import pick_device
 
         dev = str(pick_device(device))

@@ -80,22 +80,27 @@ class VLABackend:
     def __init__(self, args):
         self.args = args
         self.groups = self.base_info = None
+        self.camera_map = None  # the loaded policy's {sim camera: checkpoint key}: what the envs render
 
     def load_policy(self, resume: ckio.Checkpoint | None):
         """The base VLA (``--policy-path``, or on resume the recorded one) with the resumed delta
-        applied (reinflow_vla.load_training_policy).
+        applied (reinflow_vla.load_training_policy). Its camera map decides which cameras the
+        envs made after this render (:meth:`env_kwargs`).
 
         Raises:
             SystemExit: the base cannot be loaded, or the resume checkpoint is not a VLA delta one.
         """
         from so101_sim import reinflow_vla as rv
 
-        return rv.load_training_policy(self.args, resume)
+        policy = rv.load_training_policy(self.args, resume)
+        self.camera_map = dict(policy.camera_map)
+        return policy
 
     def env_kwargs(self) -> dict:
+        """reinflow_vla.env_kwargs: only the loaded policy's cameras once it is loaded."""
         from so101_sim import reinflow_vla as rv
 
-        return rv.env_kwargs(self.args)
+        return rv.env_kwargs(self.args, self.camera_map)
 
     def settings_line(self) -> str:
         """reinflow_vla.describe_settings: each per-model setting, marked where it is the default."""

@@ -315,10 +315,15 @@ def training_reward_terms(args) -> tuple[str, ...] | None:
     return None if spec in (None, "", "all") else tuple(t.strip() for t in spec.split(",") if t.strip())
 
 
-def env_kwargs(args) -> dict:
-    """gym.make kwargs of the image env used for VLA training/evaluation: three cameras at
-    ``--image-size`` plus the privileged block pose (for the critic only)."""
-    return {"obs_mode": "images", "image_size": int(args.image_size), "include_env_state": True}
+def env_kwargs(args, camera_map: dict[str, str] | None = None) -> dict:
+    """gym.make kwargs of the image env used for VLA training/evaluation: the cameras at
+    ``--image-size`` plus the privileged block pose (for the critic only). ``camera_map``: the
+    policy's ``{sim camera (camera1|2|3): checkpoint key}``; only those cameras are rendered (under
+    their usual ``observation.images.cameraN`` keys), else all three (so101_mujoco_utils.CAMERAS)."""
+    kw = {"obs_mode": "images", "image_size": int(args.image_size), "include_env_state": True}
+    if camera_map:
+        kw["cameras"] = {cam: u.CAMERAS[cam] for cam in u.CAMERAS if cam in camera_map}
+    return kw
 
 
 def describe_trainable(policy, groups: dict) -> str:

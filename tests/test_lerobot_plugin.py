@@ -191,3 +191,37 @@ def test_replaying_a_recorded_episode_as_lerobot_replay_reads_it_reproduces_it(a
         np.testing.assert_allclose(obs["agent_pos"], states[i + 1], atol=1e-3, err_msg=f"frame {i + 1}")
     env.close()
     assert len(states) > 10
+
+
+def test_so101_act_plugin_trains_in_lerobot_train_and_runs_in_both_evaluators(act_run):
+    """``--policy.type=so101_act`` (ACT with a truncated ResNet, registered by this distribution's
+    plugin module): stock lerobot-train trains it on the recording, the checkpoint holds no dropped
+    stage, and lerobot-eval and our runner give the same episode with it."""
+    from safetensors import safe_open
+
+    tmp, _, _ = act_run
+    out = tmp / "train_so101_act"
+    flags = [f for f in TINY_ACT if not f.startswith("--policy.type=")]
+    run([str(BIN / "lerobot-train"), f"--dataset.repo_id={REPO_ID}", f"--dataset.root={tmp / 'data'}",
+         "--policy.type=so101_act", "--policy.backbone_stages=2", *flags, "--steps=2", "--batch_size=2",
+         "--num_workers=0", "--save_freq=2", "--log_freq=1", "--seed=1", "--wandb.enable=false", f"--output_dir={out}"],
+        cwd=tmp)
+    ckpt = out / "checkpoints" / "000002" / "pretrained_model"
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["type"] == "so101_act" and cfg["backbone_stages"] == 2
+    with safe_open(ckpt / "model.safetensors", "pt") as f:
+        keys = list(f.keys())
+    assert any(".layer2." in k for k in keys) and not any(".layer3." in k or ".layer4." in k for k in keys)
+    ev = tmp / "eval_so101_act"
+    run([str(BIN / "lerobot-eval"), "--env.type=so101_pickplace", f"--env.observation_height={IMAGE}",
+         f"--env.observation_width={IMAGE}", f"--env.episode_length={EPISODE_STEPS}", f"--policy.path={ckpt}",
+         "--eval.n_episodes=1", "--eval.batch_size=1", "--policy.device=cpu", f"--seed={SEED}", f"--output_dir={ev}"],
+        cwd=tmp)
+    theirs = json.loads((ev / "eval_info.json").read_text())["per_task"][0]["metrics"]
+    from so101_sim import run_mujoco_simulation as rms
+
+    summary = tmp / "ours_so101_act.json"
+    assert rms.main(["--model-type", "lerobot", "--policy-path", str(ckpt), "--episodes", "1", "--seed", str(SEED),
+                     "--headless", "--max-steps", str(EPISODE_STEPS), "--summary-json", str(summary)]) == 0
+    (ep,) = json.loads(summary.read_text())["per_episode"]
+    np.testing.assert_allclose([ep["return"]], theirs["sum_rewards"], rtol=1e-4, atol=1e-3)

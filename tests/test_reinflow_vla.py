@@ -93,6 +93,36 @@ def test_per_model_settings_and_flag_overrides():
         rv.describe_settings(flow)
 
 
+def test_training_envs_render_only_the_policys_cameras(tiny_dirs):
+    """VLABackend.env_kwargs after load_policy: the cameras of the policy's camera map, under the
+    same observation keys and with the same pixels as the three-camera env gives."""
+    import gymnasium as gym
+
+    from so101_sim import so101_mujoco_utils as u
+    from so101_sim.reinflow_backends import VLABackend
+
+    args = train_reinflow.parse_args(["--model-type", "smolvla", "--policy-path", str(tiny_dirs["smolvla"]),
+                                      "--image-size", str(IMG)])
+    backend = VLABackend(args)
+    assert backend.env_kwargs().get("cameras") is None  # before loading: all three
+    policy = backend.load_policy(None)
+    assert backend.camera_map == dict(policy.camera_map) and backend.env_kwargs()["cameras"]
+    # a two-camera policy (the tiny one reads all three): what load_policy records for it
+    backend.camera_map = {"camera2": "observation.images.wrist", "camera1": "observation.images.top"}
+    kw = backend.env_kwargs()
+    assert kw["cameras"] == {"camera1": u.CAMERAS["camera1"], "camera2": u.CAMERAS["camera2"]}
+    two, three = gym.make("SO101PickPlace-v0", **kw), gym.make("SO101PickPlace-v0", **rv.env_kwargs(args))
+    obs2, _ = two.reset(seed=7)
+    obs3, _ = three.reset(seed=7)
+    images2 = sorted(k for k in obs2 if k.startswith(u.OBS_IMAGE_PREFIX))
+    assert images2 == [u.OBS_IMAGE_PREFIX + "camera1", u.OBS_IMAGE_PREFIX + "camera2"]
+    assert len([k for k in obs3 if k.startswith(u.OBS_IMAGE_PREFIX)]) == 3
+    for k in images2:
+        np.testing.assert_array_equal(obs2[k], obs3[k])
+    two.close()
+    three.close()
+
+
 # ----------------------------------------------------------------------------- the chain
 @pytest.mark.parametrize("model", MODELS)
 def test_noise_only_on_real_dims_of_executed_steps_and_logprob_recompute(policies, model):

@@ -38,6 +38,15 @@ def test_act_flags_set_both_learning_rates(tmp_path):
     assert "--policy.optimizer_lr=0.0003" in flags and "--policy.optimizer_lr_backbone=0.0003" in flags
     assert "--policy.chunk_size=16" in flags and "--policy.n_action_steps=4" in flags
     assert "--policy.pretrained_backbone_weights=null" in flags  # no download offline
+    assert "--policy.type=act" in flags and not [f for f in flags if "backbone_stages" in f]  # stock ACT
+
+
+def test_so101_act_flags_name_the_plugin_and_its_stages(tmp_path):
+    vbc = _vision_bc()
+    args = vbc.parse_args(["--policy", "so101_act", "--backbone-stages", "2", "--temporal-ensemble", "0.01"])
+    flags = vbc.policy_flags(args, tmp_path)
+    assert "--policy.type=so101_act" in flags and "--policy.backbone_stages=2" in flags
+    assert "--policy.pretrained_backbone_weights=null" in flags and args.temporal_ensemble == 0.01
 
 
 def test_smolvla_flags_build_the_sized_backbone_and_schedule(tmp_path):
