@@ -142,7 +142,7 @@ def kill_after_start(proc, delay: float, timeout: float = 300) -> str:
 
 def test_kill_before_first_episode_leaves_nothing_and_overwrite_keeps_old_until_saved(tmp_path):
     root = tmp_path / "ds"
-    out = kill_after_start(recorder(root, 3), 0.2)
+    out = kill_after_start(recorder(root, 3), 0.0)  # a 32 px scripted episode can be saved within 0.2 s
     assert not SAVED.findall(out), out[-2000:]
     assert not root.exists()  # nothing half-made where the dataset goes
     # --overwrite killed before its first save keeps the old dataset whole
