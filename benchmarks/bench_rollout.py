@@ -12,7 +12,8 @@ and the envs' ``step`` (physics + rendering), and times one ReinFlow update (ms 
 
 **CPU part** (always): the tiny random-weight policies of make_tiny_policies.py (built in a temp
 dir), ``parallel_envs.RobustVectorEnv`` with N worker processes rendering the cameras the
-policies read, as train_reinflow.py's envs do (the tiny ones read all three; ``--image-size``, default 64 = the tiny policies' input size). Per N, measured after start-up:
+policies read, as train_reinflow.py's envs do (the tiny ones read all three; ``--image-size``,
+default 64 = the tiny policies' input size). Per N, measured after start-up:
 
 * env steps/s: the N envs stepped alone (batched step, constant action), summed over envs;
 * policy chunks/s: ReinFlow's noisy K-step chain (``ReinFlowAgent.act``: prefix + KV cache once,
